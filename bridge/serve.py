@@ -1,0 +1,101 @@
+"""`fhir-bridge serve`: the composition root of the running bridge.
+
+This process owns the background jobs (sequencing the log, signing checkpoints; later issues add
+listeners and anchoring) and runs the HTTP API in gunicorn as a child process, so that forking
+workers never copies running threads.  SIGINT/SIGTERM stop both cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from anchoring.note import Signer, write_key_file
+
+from .config import ENV_PREFIX, Config
+from .services import Services, open_services
+
+log = logging.getLogger("fhir_bridge.serve")
+
+
+def ensure_signing_key(config: Config) -> None:
+    """Embedded defaults: create the signing key on first start, and say where it is."""
+    path = config.resolved_key_file
+    if not path.exists():
+        signer = Signer.generate(config.log_origin)
+        write_key_file(path, signer)
+        log.warning("created signing key %s; verifier key: %s", path, signer.verifier.vkey)
+
+
+def sequence_and_checkpoint(services: Services) -> None:
+    """One run of the log job: index everything queued, then sign a checkpoint if the log grew."""
+    while services.log.sequence(services.config.sequence_batch):
+        pass
+
+
+def sign_checkpoint(services: Services) -> None:
+    if services.log.size() > 0:
+        services.log.checkpoint(services.signer)
+
+
+def _gunicorn_command(config: Config) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{config.host}:{config.port}",
+        "--workers", str(config.workers),
+        "--access-logfile", "-",
+        "--graceful-timeout", "10",
+        "bridge.api:create_app()",
+    ]
+
+
+def _child_env(config: Config) -> dict[str, str]:
+    env = dict(os.environ)
+    env[ENV_PREFIX + "DATA_DIR"] = str(config.data_dir.resolve())
+    env[ENV_PREFIX + "DATABASE_URL"] = config.resolved_database_url
+    env[ENV_PREFIX + "LOG_ORIGIN"] = config.log_origin
+    env[ENV_PREFIX + "KEY_FILE"] = str(config.resolved_key_file.resolve())
+    return env
+
+
+def serve(config: Config) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_signing_key(config)
+    services = open_services(config)
+    scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
+    scheduler.add_job(sequence_and_checkpoint, "interval", seconds=config.sequence_interval, args=[services], id="sequence")
+    scheduler.add_job(sign_checkpoint, "interval", seconds=config.checkpoint_interval, args=[services], id="checkpoint")
+    scheduler.start()
+    sign_checkpoint(services)
+    api = subprocess.Popen(_gunicorn_command(config), env=_child_env(config))
+    log.info("serving the API on http://%s:%s (gunicorn pid %s)", config.host, config.port, api.pid)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not stop.wait(0.5):
+            if api.poll() is not None:
+                log.error("the API server exited with status %s; stopping", api.returncode)
+                return 1
+        return 0
+    finally:
+        if api.poll() is None:
+            api.terminate()
+            try:
+                api.wait(15)
+            except subprocess.TimeoutExpired:
+                api.kill()
+        scheduler.shutdown(wait=True)
+        sequence_and_checkpoint(services)  # leave nothing queued that could be indexed now
+        services.close()
