@@ -215,20 +215,15 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
 def roots_from_consistency_proof(
     size1: int, size2: int, root1: bytes, proof: Sequence[bytes]
 ) -> tuple[bytes, bytes]:
-    """The (old root, new root) that ``proof`` implies; ``root1`` seeds it when size1 is a power of two."""
-    if size1 < 1:
-        raise VerificationError(f"consistency proof: expected size1 >= 1, found {size1} (empty tree)")
-    if size2 < size1:
-        raise VerificationError(f"consistency proof: expected size2 >= size1, found {size2} < {size1}")
+    """The (old root, new root) that ``proof`` implies for 0 < size1 < size2.
+
+    ``root1`` seeds the computation when size1 is a power of two (RFC 9162 2.1.4.2 step 2).
+    """
+    if not 0 < size1 < size2:
+        raise VerificationError(f"consistency proof: expected 0 < size1 < size2, found {size1} and {size2}")
     _check_hash("root1", root1)
     for i, p in enumerate(proof):
         _check_hash(f"consistency proof hash {i}", p)
-    if size1 == size2:
-        if proof:
-            raise VerificationError(
-                f"consistency proof for equal sizes {size1}: expected no hashes, found {len(proof)}"
-            )
-        return root1, root1
     if not proof:
         raise VerificationError(f"consistency proof {size1} -> {size2}: expected hashes, found none")
     path = list(proof)
@@ -264,7 +259,24 @@ def roots_from_consistency_proof(
 def verify_consistency(
     size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]
 ) -> None:
-    """Raise :class:`VerificationError` unless ``proof`` shows tree ``size1`` is a prefix of ``size2``."""
+    """Raise :class:`VerificationError` unless ``proof`` shows tree ``size1`` is a prefix of ``size2``.
+
+    Edge cases as the transparency-dev verifier decides them: equal sizes need an empty proof and
+    equal roots; a proof from the empty tree (size1 = 0) is meaningless, even to itself.
+    """
+    if size2 < size1:
+        raise VerificationError(f"consistency proof: expected size2 >= size1, found {size2} < {size1}")
+    if size1 == 0:
+        raise VerificationError(f"consistency proof from the empty tree (size {size2}): expected size1 >= 1, found 0")
+    if size1 == size2:
+        if proof:
+            raise VerificationError(f"consistency proof for equal sizes {size1}: expected no hashes, found {len(proof)}")
+        if root1 != root2:
+            raise VerificationError(
+                f"consistency proof for equal sizes {size1}: expected equal roots, found {bytes(root1).hex()} "
+                f"and {bytes(root2).hex()}"
+            )
+        return
     _check_hash("root2", root2)
     old, new = roots_from_consistency_proof(size1, size2, root1, proof)
     if old != root1:
