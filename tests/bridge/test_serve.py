@@ -1,0 +1,80 @@
+"""`fhir-bridge serve` for real: a gunicorn-served API and the background log job, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from anchoring.checkpoint import verify_tlog_proof_for_entry
+from anchoring.note import read_key_file
+
+from ..components import free_port
+
+
+@pytest.fixture
+def served(tmp_path):
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        FHIR_BRIDGE_DATA_DIR=str(tmp_path / "data"),
+        FHIR_BRIDGE_PORT=str(port),
+        FHIR_BRIDGE_WORKERS="2",
+        FHIR_BRIDGE_SEQUENCE_INTERVAL="0.2",
+        FHIR_BRIDGE_CHECKPOINT_INTERVAL="0.3",
+        FHIR_BRIDGE_LOG_ORIGIN="serve.example/log",
+    )
+    env.pop("FHIR_BRIDGE_DATABASE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(base + "/health", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("fhir-bridge serve did not come up:\n" + proc.stdout.read())
+        time.sleep(0.1)
+    yield base, env, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_creates_a_key_sequences_signs_and_serves_proofs(served, tmp_path):
+    base, env, proc = served
+    response = requests.get(base + "/health", timeout=5)
+    assert "gunicorn" in response.headers.get("Server", ""), "served by a real WSGI server"
+    signer = read_key_file(tmp_path / "data" / "log-signing.key")  # created on first start
+
+    entries = []
+    for i in range(5):
+        path = tmp_path / f"e{i}"
+        path.write_bytes(f"record {i}".encode())
+        entries.append(path)
+    subprocess.run([sys.executable, "-m", "bridge.cli", "log", "append", *map(str, entries)],
+                   env=env, check=True, capture_output=True)
+
+    deadline = time.monotonic() + 20
+    while True:  # the background job signs a checkpoint once it sees the log grew
+        response = requests.get(base + "/log/checkpoint", timeout=5)
+        if response.status_code == 200 and response.text.split("\n")[1] == "5":
+            break
+        assert time.monotonic() < deadline, f"no checkpoint of size 5 was signed: {response.text}"
+        time.sleep(0.2)
+    proof = requests.get(base + "/log/proof/inclusion", params={"index": 3, "size": 5, "format": "tlog-proof"}, timeout=5)
+    assert proof.status_code == 200
+    verify_tlog_proof_for_entry(proof.text, b"record 3", [signer.verifier])
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert "PRIVATE" not in proc.stdout.read(), "the signing key never reaches the logs"
