@@ -17,7 +17,15 @@ from anchoring.checkpoint import (
     verify_tlog_proof_for_entry,
 )
 from anchoring.errors import KeyFileError, VerificationError
-from anchoring.note import Signer, open_note, parse_signer_key, parse_verifier_key, read_key_file, sign_note, write_key_file
+from anchoring.note import (
+    Signer,
+    open_note,
+    parse_signer_key,
+    parse_verifier_key,
+    read_key_file,
+    sign_note,
+    write_key_file,
+)
 
 ORIGIN = "test.example/log"
 
