@@ -33,8 +33,8 @@ def ensure_signing_key(config: Config) -> None:
         log.warning("created signing key %s; verifier key: %s", path, signer.verifier.vkey)
 
 
-def sequence_and_checkpoint(services: Services) -> None:
-    """One run of the log job: index everything queued, then sign a checkpoint if the log grew."""
+def sequence_queue(services: Services) -> None:
+    """One run of the sequencing job: give everything queued its log index."""
     while services.log.sequence(services.config.sequence_batch):
         pass
 
@@ -70,7 +70,7 @@ def serve(config: Config) -> int:
     ensure_signing_key(config)
     services = open_services(config)
     scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
-    scheduler.add_job(sequence_and_checkpoint, "interval", seconds=config.sequence_interval, args=[services], id="sequence")
+    scheduler.add_job(sequence_queue, "interval", seconds=config.sequence_interval, args=[services], id="sequence")
     scheduler.add_job(sign_checkpoint, "interval", seconds=config.checkpoint_interval, args=[services], id="checkpoint")
     scheduler.start()
     sign_checkpoint(services)
@@ -97,5 +97,5 @@ def serve(config: Config) -> int:
             except subprocess.TimeoutExpired:
                 api.kill()
         scheduler.shutdown(wait=True)
-        sequence_and_checkpoint(services)  # leave nothing queued that could be indexed now
+        sequence_queue(services)  # leave nothing queued that could be indexed now
         services.close()

@@ -12,14 +12,18 @@ from anchoring import merkle
 from anchoring.db import SqliteDatabase
 from anchoring.errors import VerificationError
 from anchoring.log import MerkleLog
+from bridge.db import open_database
 
 N = 2100  # past 2048, so the tree has an imperfect right edge over several tile levels
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def built(request, tmp_path_factory):
     rng = random.Random(7)
-    db = SqliteDatabase(tmp_path_factory.mktemp("prop") / "log.db", synchronous="OFF")
+    if request.param == "sqlite":
+        db = SqliteDatabase(tmp_path_factory.mktemp("prop") / "log.db", synchronous="OFF")
+    else:
+        db = open_database(request.getfixturevalue("postgres_server").create_database())
     log = MerkleLog(db, "prop.example/log")
     log.ensure_schema()
     entries = [rng.randbytes(rng.randint(0, 64)) for _ in range(N)]
