@@ -13,11 +13,13 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from anchoring.note import Signer, write_key_file
 
+from .anchor_service import anchor_round, open_anchorer
 from .config import ENV_PREFIX, Config
 from .services import Services, open_services
 
@@ -66,12 +68,17 @@ def _child_env(config: Config) -> dict[str, str]:
 
 def serve(config: Config) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not a line per job run
     config.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_signing_key(config)
     services = open_services(config)
     scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
     scheduler.add_job(sequence_queue, "interval", seconds=config.sequence_interval, args=[services], id="sequence")
     scheduler.add_job(sign_checkpoint, "interval", seconds=config.checkpoint_interval, args=[services], id="checkpoint")
+    # Anchoring: the first round runs at once, to catch up after downtime (issue #4).
+    anchorer = open_anchorer(services)
+    scheduler.add_job(anchor_round, "interval", seconds=config.anchor_period, args=[anchorer], id="anchor",
+                      next_run_time=datetime.now(UTC))
     scheduler.start()
     sign_checkpoint(services)
     api = subprocess.Popen(_gunicorn_command(config), env=_child_env(config))
