@@ -8,6 +8,7 @@ from anchoring.db import Database
 from anchoring.log import MerkleLog
 from anchoring.note import Signer, read_key_file
 
+from .auth import registry as auth_registry
 from .config import Config
 from .db import open_database
 
@@ -17,6 +18,7 @@ class Services:
     config: Config
     db: Database
     log: MerkleLog
+    registry: auth_registry.Registry
     _signer: Signer | None = field(default=None, repr=False)
 
     @property
@@ -34,4 +36,5 @@ def open_services(config: Config) -> Services:
     db = open_database(config.resolved_database_url)
     log = MerkleLog(db, config.log_origin)
     log.ensure_schema()
-    return Services(config, db, log)
+    auth_registry.ensure_schema(db)
+    return Services(config, db, log, auth_registry.Registry(db))

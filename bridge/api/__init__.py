@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def create_app(config: Config | None = None, services: Services | None = None) -> Flask:
     """Build the app; with no arguments, configuration comes from the environment (gunicorn's entry)."""
-    from . import health, log_routes  # blueprints register their routes at import
+    from . import auth_routes, health, log_routes  # blueprints register their routes at import
 
     if services is None:
         services = open_services(config or load_config())
@@ -24,6 +24,10 @@ def create_app(config: Config | None = None, services: Services | None = None) -
     app.extensions["fhir_bridge"] = services
     app.register_blueprint(health.blueprint)
     app.register_blueprint(log_routes.blueprint)
+    app.register_blueprint(auth_routes.blueprint)
+    from . import anchor_routes
+
+    app.register_blueprint(anchor_routes.blueprint)
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):  # type: ignore[no-untyped-def]

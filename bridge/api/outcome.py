@@ -24,4 +24,7 @@ class ApiError(Exception):
         self.status, self.code, self.diagnostics, self.expression = status, code, diagnostics, expression
 
     def response(self) -> Response:
-        return operation_outcome(self.status, self.code, self.diagnostics, self.expression)
+        response = operation_outcome(self.status, self.code, self.diagnostics, self.expression)
+        if self.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="fhir-bridge"'
+        return response

@@ -1,0 +1,1 @@
+"""SMART Backend Services authorisation: client registry, signed client assertions, access tokens, scopes."""
