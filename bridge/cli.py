@@ -167,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int)
     p.set_defaults(handler=cmd_serve)
+
+    from .cli_anchor import register as register_anchor  # here: cli_anchor imports this module's peers
+
+    register_anchor(sub)
+    from .cli_clients import register as register_clients
+
+    register_clients(sub)
+    from .cli_ingest import register as register_ingest
+
+    register_ingest(sub)
     return parser
 
 

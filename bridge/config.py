@@ -31,6 +31,8 @@ class Config:
     #: HTTP API bind address and port
     host: str = "127.0.0.1"
     port: int = 8080
+    #: public base URL of the API, as partners reach it (behind a proxy); default http://host:port
+    public_url: str = ""
     #: gunicorn worker processes for the API
     workers: int = 2
     #: seconds between sequencing the log queue (and signing a checkpoint if the log grew)
@@ -39,10 +41,78 @@ class Config:
     sequence_batch: int = 10_000
     #: seconds between signed checkpoints (one is signed only if the log grew)
     checkpoint_interval: float = 10.0
+    #: MLLP listener for HL7v2 feeds (the EHR's interface engine connects here); port 0 disables it
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = 2575
+    #: PEM certificate and key files for MLLP over TLS; both empty means plain TCP
+    mllp_tls_cert: str = ""
+    mllp_tls_key: str = ""
+    #: largest MLLP frame accepted, in bytes; a larger one closes the connection
+    mllp_max_frame: int = 16 * 1024 * 1024
+    #: messages committed together (group commit) by the MLLP listener and the file watcher
+    ingest_group: int = 64
+    #: processes converting and validating messages beside the listener (0: in the listener's process)
+    ingest_workers: int = 0
+    #: folder polled for HL7v2 files (relative to data_dir); empty disables the file watcher
+    inbox_dir: str = ""
+    #: seconds between polls of inbox_dir
+    inbox_poll_interval: float = 2.0
+    #: folder of site mapping overrides (Z-segments, local codes) layered over the shipped mappings
+    mapping_override_dir: str = ""
+    #: where checkpoints are anchored: "local" (signed journal file; no external trust) or "evm"
+    anchor_backend: str = "local"
+    #: seconds between anchoring rounds (one anchor per round, only if the log grew)
+    anchor_period: float = 60.0
+    #: the local backend's journal file
+    anchor_journal: Path = Path("anchor-journal.jsonl")
+    #: evm: the node's JSON-RPC URL (Besu, GoQuorum, a public network's provider)
+    anchor_rpc_url: str = ""
+    #: evm: the chain id the node must serve (checked before every round and verification)
+    anchor_chain_id: int = 0
+    #: evm: address of the CheckpointAnchor contract (printed by `fhir-bridge anchor deploy`)
+    anchor_contract: str = ""
+    #: evm: file holding the sending account's private key (hex, mode 600); or set
+    #: FHIR_BRIDGE_ANCHOR_KEY in the environment; or use anchor_from
+    anchor_key_file: str = ""
+    #: evm: an account the node keeps unlocked, used with eth_sendTransaction instead of a key
+    anchor_from: str = ""
+    #: evm: blocks (including the anchor's) before an anchor counts as confirmed
+    anchor_confirmations: int = 12
+    #: evm: highest fee per gas to offer, in gwei; 0 means no cap
+    anchor_max_fee_gwei: float = 0.0
+    #: evm: seconds an anchor may wait unmined before it is replaced with higher fees; 0 never
+    anchor_replace_after: float = 600.0
+
+    #: consent regime for partner reads: "opt-in" (deny unless a Consent permits) or "opt-out"
+    #: (permit unless a Consent denies)
+    consent_regime: str = "opt-in"
+
+    @property
+    def public_base_url(self) -> str:
+        """The URL partners reach the API at (the audience of their client assertions)."""
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
     def resolved_key_file(self) -> Path:
         return self.key_file if self.key_file.is_absolute() else self.data_dir / self.key_file
+
+    @property
+    def resolved_anchor_journal(self) -> Path:
+        return self.anchor_journal if self.anchor_journal.is_absolute() else self.data_dir / self.anchor_journal
+
+    @property
+    def resolved_anchor_key_file(self) -> Path | None:
+        if not self.anchor_key_file:
+            return None
+        path = Path(self.anchor_key_file).expanduser()
+        return path if path.is_absolute() else self.data_dir / path
+
+    @property
+    def resolved_inbox_dir(self) -> Path | None:
+        if not self.inbox_dir:
+            return None
+        path = Path(self.inbox_dir).expanduser()
+        return path if path.is_absolute() else self.data_dir / path
 
     @property
     def resolved_database_url(self) -> str:
@@ -87,4 +157,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     config = replace(Config(), **{k: _coerce(k, known[k], v) for k, v in values.items()})
     if config.workers < 1 or not 0 < config.port < 65536 or config.sequence_batch < 1:
         raise ConfigError("workers and sequence_batch must be positive, port within 1-65535")
+    if config.anchor_backend not in ("local", "evm"):
+        raise ConfigError(f"setting anchor_backend: expected 'local' or 'evm', found {config.anchor_backend!r}")
+    if config.consent_regime not in ("opt-in", "opt-out"):
+        raise ConfigError(f"setting consent_regime: expected 'opt-in' or 'opt-out', found {config.consent_regime!r}")
+    if config.anchor_period <= 0 or config.anchor_confirmations < 1:
+        raise ConfigError("anchor_period must be positive and anchor_confirmations at least 1")
     return config
