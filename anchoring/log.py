@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from . import merkle, tiles
 from .checkpoint import Checkpoint
@@ -62,10 +62,14 @@ CREATE TABLE IF NOT EXISTS log_checkpoints (
     root {blob} NOT NULL,
     note TEXT NOT NULL,
     created_at TEXT NOT NULL
-)
+);
+-- Partial: entries appended directly (no queue id) cost the index nothing.
+CREATE INDEX IF NOT EXISTS log_entries_queue_id ON log_entries (queue_id) WHERE queue_id IS NOT NULL
 """
 
 TILE_CACHE_SIZE = 4096  # tiles of at most 16 KiB: 64 MiB, every leaf tile of a 10^6-leaf log
+DELETE_CHUNK = 500  # ids per DELETE statement: far fewer round trips than one per row, under SQLite's 32,766-parameter limit
+FOLD_CACHE_SIZE = 4096  # hashes of right-edge ranges, 32 bytes each
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,11 @@ class MerkleLog:
         self.db = db
         self.origin = origin
         self._tiles: OrderedDict[tiles.TileId, tuple[int, bytes]] = OrderedDict()
+        # Hash of a range that is not one perfect node, by (first node, last node) of its fold.
+        self._folds: dict[tuple[NodeId, NodeId], bytes] = {}
+        # The largest size this instance has read committed: the log never shrinks, so any size up
+        # to it stays valid and a proof for it can be served from the caches alone.
+        self._known_size = 0
         self._for_update = " FOR UPDATE" if db.dialect == "postgresql" else ""
 
     # -- schema -----------------------------------------------------------------------------
@@ -118,7 +127,10 @@ class MerkleLog:
         row = cur.fetchone()
         if row is None:
             raise LogError("the log has no state row: call ensure_schema() first")
-        return int(row[0]), bytes(row[1])
+        size = int(row[0])
+        if size > self._known_size:
+            self._known_size = size
+        return size, bytes(row[1])
 
     def entry(self, index: int) -> bytes:
         with self.db.transaction() as cur:
@@ -145,6 +157,8 @@ class MerkleLog:
 
     def inclusion_proof(self, index: int, size: int | None = None) -> tuple[int, list[bytes]]:
         """(size, audit path) for the leaf at ``index`` in the tree of ``size`` (default: current)."""
+        if size is not None and 0 <= index < size <= self._known_size:
+            return size, self._fold_groups_of_known_size(merkle.inclusion_nodes(index, size))
         with self.db.transaction() as cur:
             current, _ = self._state(cur)
             size = current if size is None else size
@@ -154,13 +168,16 @@ class MerkleLog:
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> tuple[int, list[bytes]]:
         """(size2, proof) that the tree of ``size1`` is a prefix of the tree of ``size2``."""
+        if size2 is not None and 0 < size1 <= size2 <= self._known_size:
+            groups = merkle.consistency_nodes(size1, size2)
+            return size2, self._fold_groups_of_known_size(groups)
         with self.db.transaction() as cur:
             current, _ = self._state(cur)
             size2 = current if size2 is None else size2
             self._check_size(size2, current)
             if not 0 < size1 <= size2:
                 raise LogError(f"a consistency proof needs 0 < old size <= new size, got {size1} and {size2}")
-            return size2, self._fold_groups(cur, merkle.nodes_for_ranges(merkle.consistency_ranges(size1, size2)))
+            return size2, self._fold_groups(cur, merkle.consistency_nodes(size1, size2))
 
     @staticmethod
     def _check_size(size: int, current: int) -> None:
@@ -172,13 +189,50 @@ class MerkleLog:
         if not 0 <= index < size:
             raise LogError(f"index {index} is outside a tree of size {size}")
 
-    def _fold_groups(self, cur: Cursor, groups: Sequence[Sequence[NodeId]]) -> list[bytes]:
-        """One hash per group of perfect nodes (a single node, or the fold of a right-edge range)."""
-        found = self._nodes(cur, [n for group in groups for n in group])
+    def _fold_groups_of_known_size(self, groups: Sequence[Sequence[NodeId]]) -> list[bytes]:
+        """:meth:`_fold_groups` for a tree no larger than one this instance has read committed.
+
+        The log never shrinks and a stored node never changes, so such a size needs no state read:
+        the caches answer alone if they hold every node, else one read transaction loads the tiles.
+        """
+        out = self._fold_groups(None, groups)
+        if out is None:
+            with self.db.transaction() as cur:
+                out = self._fold_groups(cur, groups)
+        if out is None:  # only possible without a cursor
+            raise LogError("tile lookup without a database cursor")
+        return out
+
+    def _fold_groups(self, cur: Cursor | None, groups: Sequence[Sequence[NodeId]]) -> list[bytes] | None:
+        """One hash per group of perfect nodes (a single node, or the fold of a right-edge range).
+
+        Without a cursor, from the caches only: None if a node is not cached.
+        """
+        folds = self._folds
+        wanted: list[NodeId] = []
+        for group in groups:
+            if len(group) == 1:
+                wanted.append(group[0])
+            elif (group[0], group[-1]) not in folds:
+                wanted.extend(group)
+        found = self._lookup(cur, wanted)
+        if found is None:
+            return None
         out, at = [], 0
         for group in groups:
-            out.append(found[at] if len(group) == 1 else fold(found[at : at + len(group)]))
-            at += len(group)
+            if len(group) == 1:
+                out.append(found[at])
+                at += 1
+                continue
+            key = (group[0], group[-1])  # a range's first and last perfect nodes determine it
+            value = folds.get(key)
+            if value is None:
+                value = fold(found[at : at + len(group)])
+                at += len(group)
+                if len(folds) >= FOLD_CACHE_SIZE:
+                    folds.clear()
+                folds[key] = value
+            out.append(value)
         return out
 
     def _root(self, cur: Cursor, size: int) -> bytes:
@@ -190,7 +244,17 @@ class MerkleLog:
         return self._nodes(cur, [node])[0]
 
     def _nodes(self, cur: Cursor, nodes: Sequence[NodeId]) -> list[bytes]:
-        """Stored perfect nodes, each tile read at most once (this is the proofs' hot path)."""
+        """Stored perfect nodes, each tile read at most once."""
+        found = self._lookup(cur, nodes)
+        if found is None:  # only possible without a cursor
+            raise LogError("tile lookup without a database cursor")
+        return found
+
+    def _lookup(self, cur: Cursor | None, nodes: Sequence[NodeId]) -> list[bytes] | None:
+        """Stored perfect nodes (this is the proofs' hot path), each tile read at most once.
+
+        Without a cursor, from the tile cache only: None if a node is not cached.
+        """
         height, offsets, cache = tiles.TILE_HEIGHT, tiles.ROW_OFFSETS, self._tiles
         out = []
         for level, index in nodes:
@@ -200,6 +264,8 @@ class MerkleLog:
             position = index & ((1 << shift) - 1)
             tile = cache.get(tile_id)
             if tile is None or position >= tile[0] >> row:
+                if cur is None:
+                    return None
                 tile = self._load_tile(cur, tile_id)
                 if position >= tile[0] >> row:
                     raise LogError(f"node {(level, index)} is not stored: the log's tiles are incomplete")
@@ -225,9 +291,23 @@ class MerkleLog:
     # -- writing ----------------------------------------------------------------------------
 
     @staticmethod
-    def enqueue(cur: Cursor, data: bytes) -> None:
-        """Queue an entry inside the caller's transaction; :meth:`sequence` gives it an index."""
-        cur.execute("INSERT INTO log_queue (data) VALUES (?)", (data,))
+    def enqueue(cur: Cursor, data: bytes) -> int:
+        """Queue an entry inside the caller's transaction; :meth:`sequence` gives it an index.
+
+        Returns the queue id, by which :meth:`index_of_queued` finds the index once sequenced.
+        """
+        cur.execute("INSERT INTO log_queue (data) VALUES (?) RETURNING id", (data,))
+        row = cur.fetchone()
+        if row is None:
+            raise LogError("the database returned no id for the queued entry")
+        return int(row[0])
+
+    def index_of_queued(self, queue_id: int) -> int | None:
+        """The index the entry queued as ``queue_id`` was given, or None while it waits."""
+        with self.db.transaction() as cur:
+            cur.execute("SELECT idx FROM log_entries WHERE queue_id = ?", (queue_id,))
+            row = cur.fetchone()
+        return None if row is None else int(row[0])
 
     def append(self, entries: Iterable[bytes]) -> tuple[int, int]:
         """Sequence ``entries`` directly, in one transaction. Returns (first index, new size)."""
@@ -252,7 +332,10 @@ class MerkleLog:
             if rows:
                 self._write_batch(cur, size, [bytes(r[1]) for r in rows], [r[0] for r in rows])
                 # By id, not by range: a lower id may belong to a transaction not yet committed.
-                cur.executemany("DELETE FROM log_queue WHERE id = ?", [(r[0],) for r in rows])
+                ids = [r[0] for r in rows]
+                for at in range(0, len(ids), DELETE_CHUNK):
+                    chunk = ids[at : at + DELETE_CHUNK]
+                    cur.execute(f"DELETE FROM log_queue WHERE id IN ({','.join('?' * len(chunk))})", chunk)
             return len(rows)
 
         return self._in_write_transaction(write)
@@ -264,6 +347,7 @@ class MerkleLog:
         except BaseException:
             # The cache may hold tiles this transaction wrote; they were never committed.
             self._tiles.clear()
+            self._folds.clear()
             raise
 
     def _write_batch(
@@ -272,7 +356,7 @@ class MerkleLog:
         new_size = size + len(batch)
         cur.executemany(
             "INSERT INTO log_entries (idx, data, queue_id) VALUES (?, ?, ?)",
-            [(size + i, data, qid) for i, (data, qid) in enumerate(zip(batch, queue_ids))],
+            [(size + i, data, qid) for i, (data, qid) in enumerate(zip(batch, queue_ids, strict=True))],
         )
         # New perfect nodes, level by level: level -> (index of the first new node, hashes).
         new: dict[int, tuple[int, list[bytes]]] = {0: (size, [merkle.leaf_hash(d) for d in batch])}
@@ -376,7 +460,7 @@ class MerkleLog:
 
     def _sign(self, checkpoint: Checkpoint, signer: Signer) -> StoredCheckpoint:
         note = sign_note(checkpoint.body(), signer)
-        return StoredCheckpoint(checkpoint, note, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        return StoredCheckpoint(checkpoint, note, datetime.now(UTC).isoformat(timespec="seconds"))
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         with self.db.transaction() as cur:

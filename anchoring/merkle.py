@@ -134,6 +134,31 @@ def consistency_ranges(size1: int, size2: int) -> list[tuple[int, int]]:
     return ranges
 
 
+def consistency_nodes(size1: int, size2: int) -> list[list[NodeId]]:
+    """The perfect nodes of each hash of PROOF(size1, D[size2]), walked bottom-up.
+
+    Same result as ``nodes_for_ranges(consistency_ranges(size1, size2))``: with
+    ``size1 = odd * 2**level``, the proof is the last perfect subtree of the old tree,
+    ``(level, odd - 1)`` (left out when it is the whole old tree, i.e. ``odd == 1``), then that
+    node's audit path in the tree of ``size2``, exactly as :func:`inclusion_nodes` walks a leaf's.
+    """
+    if not 0 < size1 <= size2:
+        raise ValueError(f"no consistency proof from size {size1} to size {size2}")
+    if size1 == size2:
+        return []
+    start = (size1 & -size1).bit_length() - 1
+    index = (size1 - 1) >> start
+    path = [[(start, index)]] if index else []
+    for level in range(start, (size2 - 1).bit_length()):
+        sibling = (index >> (level - start)) ^ 1
+        begin = sibling << level
+        if begin + (1 << level) <= size2:
+            path.append([(level, sibling)])
+        elif begin < size2:
+            path.append(perfect_nodes(begin, size2))
+    return path
+
+
 def nodes_for_ranges(ranges: Sequence[tuple[int, int]]) -> list[list[NodeId]]:
     """The perfect nodes each range folds from."""
     return [perfect_nodes(begin, end) for begin, end in ranges]
