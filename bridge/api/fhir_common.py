@@ -1,0 +1,194 @@
+"""What every FHIR blueprint shares: the data layer, FHIR JSON responses, consent gating, auditing, gzip."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from collections.abc import Iterable
+from urllib.parse import urlencode
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+
+from ..audit import MINOR_FAILURE, SERIOUS_FAILURE, SUCCESS, Access, AuditWriter, record
+from ..auth.registry import AccessGrant
+from ..consent import Decision, decide, rules_of
+from ..fhir_data import FhirData
+from ..fhir_query import ID_PATTERN, TYPE_PATTERN
+from .access import current_grant, require
+from .context import services
+from .outcome import ApiError
+
+log = logging.getLogger("fhir_bridge.api.fhir")
+
+FHIR_JSON = "application/fhir+json"
+GZIP_MIN_SIZE = 1024
+
+
+def data() -> FhirData:
+    found = current_app.extensions.get("fhir_bridge_data")
+    if found is None:
+        found = FhirData(services().db, services().log)
+        found.ensure_schema()
+        current_app.extensions["fhir_bridge_data"] = found
+    return found
+
+
+def audit_writer() -> AuditWriter:
+    found = current_app.extensions.get("fhir_bridge_audit")
+    if found is None:
+        found = current_app.extensions.setdefault("fhir_bridge_audit", AuditWriter(services().db, data().store))
+    return found
+
+
+def base_url() -> str:
+    return services().config.public_base_url.rstrip("/") + "/fhir"
+
+
+def fhir_response(body: bytes | dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(body, dict):
+        body = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    response = Response(body, status=status, content_type=f"{FHIR_JSON}; charset=utf-8")
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def check_type_and_id(res_type: str, res_id: str | None = None) -> None:
+    if not TYPE_PATTERN.match(res_type):
+        raise ApiError(404, "not-supported", f"{res_type[:64]!r} is not a FHIR resource type", "resourceType")
+    if res_id is not None and not ID_PATTERN.match(res_id):
+        raise ApiError(400, "value", f"{res_id[:64]!r} is not a FHIR id ([A-Za-z0-9-.]{{1,64}})", "id")
+
+
+def page_links(path: str, args: list[tuple[str, str]], offset: int, count: int, total: int) -> list[tuple[str, str]]:
+    kept = [(k, v) for k, v in args if k not in ("_offset", "_count")]
+
+    def url(at: int) -> str:
+        return f"{base_url()}/{path}?" + urlencode([*kept, ("_count", str(count)), ("_offset", str(at))])
+
+    links = [("self", url(offset)), ("first", url(0))]
+    if count and offset + count < total:
+        links.append(("next", url(offset + count)))
+    if count and offset > 0:
+        links.append(("previous", url(max(0, offset - count))))
+    if count and total:
+        links.append(("last", url(((total - 1) // count) * count)))
+    return links
+
+
+# -- access: scope, consent, audit ----------------------------------------------------------
+
+def begin(interaction: str, res_type: str, permission: str) -> tuple[Access, AccessGrant]:
+    """Start auditing this request, then check the token and its scope (a failure is audited too)."""
+    access = Access(interaction, query=request.full_path.rstrip("?"))
+    g.fhir_access = access
+    grant = current_grant()
+    access.organization, access.client_id = grant.organization, grant.client_id
+    require(res_type, permission)
+    return access, grant
+
+
+class ConsentGate:
+    """Consent decisions for one request's organisation; consents are read once per request."""
+
+    def __init__(self, organization: str) -> None:
+        self.organization = organization
+        self.regime = services().config.consent_regime
+        self._rules: dict[str, list] = {}
+
+    def load(self, patients: Iterable[str]) -> None:
+        missing = {p for p in patients if p not in self._rules}
+        if missing:
+            for patient, consents in data().consents(missing).items():
+                self._rules[patient] = [rule for c in consents for rule in rules_of(c)]
+
+    def decide(self, patient: str | None, category: str) -> Decision:
+        if patient is None:
+            return Decision(True, "not patient data")
+        self.load([patient])
+        return decide(self._rules[patient], self.organization, category, self.regime)
+
+    def permits(self, patient: str | None, category: str) -> bool:
+        return self.decide(patient, category).permitted
+
+
+def _audit(response: Response) -> Response:
+    access: Access | None = g.pop("fhir_access", None)
+    if access is None:
+        return response
+    status = response.status_code
+    if status >= 400 and not access.patients:
+        access.patients.update(_requested_patients())
+    outcome = SUCCESS if status < 400 else MINOR_FAILURE if status < 500 else SERIOUS_FAILURE
+    description = g.pop("fhir_audit_note", "") or f"HTTP {status}"
+    if status >= 400 and response.mimetype == FHIR_JSON:
+        try:
+            issue = json.loads(response.get_data())["issue"][0]
+            description = f"HTTP {status}: {issue.get('diagnostics', '')}"
+        except (ValueError, KeyError, IndexError, TypeError):
+            pass
+    try:
+        record(audit_writer(), access, outcome, description, services().log.origin)
+    except Exception:
+        # Never answer with data whose access could not be recorded.
+        log.exception("could not record the AuditEvent")
+        from .outcome import operation_outcome
+
+        return operation_outcome(503, "transient", "the access could not be audited; nothing was served")
+    return response
+
+
+def _requested_patients() -> set[str]:
+    """For a refused request: the patients it asked about, so their AuditEvent search shows the attempt."""
+    found: set[str] = set()
+    args = request.view_args or {}
+    res_type, res_id = args.get("res_type", "Patient" if "everything" in request.path else None), args.get("res_id")
+    try:
+        if res_type == "Patient" and res_id and ID_PATTERN.match(res_id):
+            found.add(f"Patient/{res_id}")
+        elif res_type and res_id and TYPE_PATTERN.match(res_type) and ID_PATTERN.match(res_id):
+            current = data().current(res_type, res_id)
+            if current is not None and current[1]:
+                found.add(current[1])
+        for value in request.args.getlist("patient") + request.args.getlist("subject"):
+            for one in value.split(","):
+                ref = one if one.startswith("Patient/") else f"Patient/{one}"
+                if ID_PATTERN.match(ref.split("/", 1)[1]):
+                    found.add(ref)
+    except Exception:  # best effort: the event is recorded even if the lookup fails
+        log.exception("could not resolve the patient of a refused request")
+    return found
+
+
+def note(text: str) -> None:
+    """Extra words for this request's AuditEvent (e.g. how many results consent withheld)."""
+    g.fhir_audit_note = text
+
+
+def fhir_blueprint(name: str) -> Blueprint:
+    blueprint = Blueprint(name, __name__, url_prefix="/fhir")
+    blueprint.after_request(_audit)
+    return blueprint
+
+
+# -- gzip, app-wide ---------------------------------------------------------------------------
+
+def _gzip(response: Response) -> Response:
+    if (
+        response.direct_passthrough or response.status_code < 200 or response.status_code in (204, 304)
+        or "Content-Encoding" in response.headers
+        or "gzip" not in request.headers.get("Accept-Encoding", "").lower()
+    ):
+        return response
+    body = response.get_data()
+    if len(body) < GZIP_MIN_SIZE:
+        return response
+    response.set_data(gzip.compress(body, compresslevel=5))
+    response.headers["Content-Encoding"] = "gzip"
+    response.headers.add("Vary", "Accept-Encoding")
+    return response
+
+
+def install_gzip(app: Flask) -> None:
+    app.after_request(_gzip)

@@ -1,0 +1,108 @@
+"""Patient consent to partner reads: FHIR R4 Consent resources, evaluated per request (no cache).
+
+A Consent counts when ``status`` is ``active`` and ``provision.period`` (if any) covers now.  Each
+provision (the root and every nested one) is a rule: ``type`` permit or deny; ``actor`` the
+organisations it names (``Organization/<id>`` references, or identifiers with that value; none =
+every organisation); ``class`` the categories it covers as FHIR resource-type codes (none = all).
+A nested provision without actors or classes inherits its parent's.
+
+Decision for (organisation, category): a matching deny rule denies (deny wins); else a matching
+permit rule permits; else the regime decides: ``opt-in`` denies, ``opt-out`` permits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+REGIMES = ("opt-in", "opt-out")
+STATUSES = ("draft", "proposed", "active", "rejected", "inactive", "entered-in-error")
+RESOURCE_TYPES = "http://hl7.org/fhir/resource-types"
+
+
+@dataclass(frozen=True)
+class Rule:
+    permit: bool
+    actors: frozenset[str] | None  # organisation ids; None: any
+    classes: frozenset[str] | None  # resource types; None: all
+
+    def matches(self, organization: str, category: str) -> bool:
+        return (self.actors is None or organization in self.actors) and \
+            (self.classes is None or category in self.classes)
+
+
+@dataclass(frozen=True)
+class Decision:
+    permitted: bool
+    reason: str
+
+
+def _actors(provision: dict) -> frozenset[str] | None:
+    found = set()
+    for actor in provision.get("actor") or []:
+        ref = (actor.get("reference") or {}) if isinstance(actor, dict) else {}
+        text = ref.get("reference")
+        if isinstance(text, str) and text.startswith("Organization/"):
+            found.add(text.split("/", 1)[1])
+        ident = (ref.get("identifier") or {}).get("value")
+        if isinstance(ident, str):
+            found.add(ident)
+    return frozenset(found) if found else None
+
+
+def _classes(provision: dict) -> frozenset[str] | None:
+    found = {c.get("code") for c in provision.get("class") or [] if isinstance(c, dict) and c.get("code")}
+    return frozenset(found) if found else None
+
+
+def _in_period(provision: dict, now: str) -> bool:
+    period = provision.get("period") or {}
+    start, end = period.get("start"), period.get("end")
+    return (not start or start[: len(now)] <= now) and (not end or now <= end or now.startswith(end))
+
+
+def rules_of(consent: dict, now: str | None = None) -> list[Rule]:
+    """The rules of one Consent (empty unless it is active and in its period); pure."""
+    now = now or datetime.now(UTC).isoformat(timespec="seconds")
+    root = consent.get("provision")
+    if consent.get("status") != "active" or not isinstance(root, dict) or not _in_period(root, now):
+        return []
+    rules: list[Rule] = []
+
+    def walk(provision: dict, actors: frozenset[str] | None, classes: frozenset[str] | None) -> None:
+        actors, classes = _actors(provision) or actors, _classes(provision) or classes
+        if provision.get("type") in ("permit", "deny"):
+            rules.append(Rule(provision["type"] == "permit", actors, classes))
+        for nested in provision.get("provision") or []:
+            if isinstance(nested, dict) and _in_period(nested, now):
+                walk(nested, actors, classes)
+
+    walk(root, None, None)
+    return rules
+
+
+def decide(rules: Iterable[Rule], organization: str, category: str, regime: str) -> Decision:
+    rules = list(rules)
+    if any(not r.permit and r.matches(organization, category) for r in rules):
+        return Decision(False, f"the patient's consent denies {organization} access to {category}")
+    if any(r.permit and r.matches(organization, category) for r in rules):
+        return Decision(True, "permitted by the patient's consent")
+    if regime == "opt-out":
+        return Decision(True, "no consent denies it (opt-out regime)")
+    return Decision(False, f"no active consent of the patient permits {organization} access to {category} (opt-in regime)")
+
+
+def validate_consent(resource: dict) -> str | None:
+    """Why a Consent cannot be accepted, or None; checks what the decisions rely on."""
+    if resource.get("resourceType") != "Consent":
+        return "resourceType: expected Consent"
+    if resource.get("status") not in STATUSES:
+        return f"Consent.status: expected one of {', '.join(STATUSES)}"
+    ref = (resource.get("patient") or {}).get("reference")
+    if not isinstance(ref, str) or not ref.startswith("Patient/") or ref.count("/") != 1:
+        return "Consent.patient: expected a reference Patient/<id>"
+    provision = resource.get("provision")
+    if not isinstance(provision, dict) or provision.get("type") not in ("permit", "deny"):
+        return "Consent.provision.type: expected permit or deny"
+    return None

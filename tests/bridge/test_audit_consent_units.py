@@ -1,0 +1,79 @@
+"""Consent rules and decisions (pure), the audit group commit under threads, and the consent CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from bridge.audit import Access, AuditWriter, audit_event, now_instant, prepare
+from bridge.cli import main
+from bridge.consent import decide, rules_of, validate_consent
+from bridge.fhir_data import FhirData
+from bridge.services import open_services
+
+from .fhir_support import consent
+
+
+def test_rules_and_decisions():
+    permit = rules_of(consent("a", "p1", "org-a", classes=("Observation",)))
+    assert decide(permit, "org-a", "Observation", "opt-in").permitted
+    assert not decide(permit, "org-a", "Condition", "opt-in").permitted
+    assert not decide(permit, "org-b", "Observation", "opt-in").permitted
+    assert decide(permit, "org-b", "Observation", "opt-out").permitted
+    nested = consent("b", "p1", None)  # everyone, except org-x for Condition
+    nested["provision"]["provision"] = [{"type": "deny", "actor": [{"role": {"text": "r"},
+                                                                    "reference": {"reference": "Organization/org-x"}}],
+                                         "class": [{"code": "Condition"}]}]
+    rules = rules_of(nested)
+    assert decide(rules, "org-x", "Observation", "opt-in").permitted
+    assert not decide(rules, "org-x", "Condition", "opt-in").permitted
+    assert rules_of(consent("c", "p1", "org-a", status="inactive")) == []
+    expired = consent("d", "p1", "org-a")
+    expired["provision"]["period"] = {"end": "2020-01-01"}
+    assert rules_of(expired, now="2026-01-01T00:00:00+00:00") == []
+    assert validate_consent({"resourceType": "Consent", "status": "active"}).startswith("Consent.patient")
+
+
+def test_group_commit_stores_every_event_once(config):
+    services = open_services(config)
+    data = FhirData(services.db, services.log)
+    data.ensure_schema()
+    writer = AuditWriter(services.db, data.store)
+    ids: list[str] = []
+
+    def work() -> None:
+        for _ in range(20):
+            event = audit_event(Access("read", "org-a", "c", {"Patient/p1"}), "0", "ok", now_instant(), "test")
+            writer.write(prepare(event), event["recorded"])
+            ids.append(event["id"])
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(ids) == 120
+        stored = [data.current("AuditEvent", i) for i in ids]
+        assert all(s is not None and s[0].version == 1 for s in stored)
+        assert services.log.queued() == 120, "every event's leaf is queued with it"
+    finally:
+        services.close()
+
+
+def test_consent_cli(tmp_path, monkeypatch, capsys, config):
+    monkeypatch.setenv("FHIR_BRIDGE_DATA_DIR", str(config.data_dir))
+    monkeypatch.setenv("FHIR_BRIDGE_DATABASE_URL", config.resolved_database_url)
+    monkeypatch.setenv("FHIR_BRIDGE_LOG_ORIGIN", config.log_origin)
+    path = tmp_path / "consent.json"
+    path.write_text(json.dumps(consent("cli-1", "p1", "org-a")))
+    assert main(["consent", "add", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == "Consent/cli-1/_history/1"
+    assert main(["consent", "revoke", "cli-1"]) == 0
+    assert capsys.readouterr().out.strip() == "Consent/cli-1/_history/2"
+    assert main(["consent", "list", "--patient", "p1"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["status"] == "inactive" and listed["version"] == "2"
+    path.write_text(json.dumps({"resourceType": "Consent"}))
+    assert main(["consent", "add", str(path)]) == 2
+    assert main(["consent", "revoke", "nope"]) == 2
