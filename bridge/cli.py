@@ -177,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_ingest import register as register_ingest
 
     register_ingest(sub)
+    from .cli_consent import register as register_consent
+    from .cli_verify import register as register_verify
+
+    register_consent(sub)
+    register_verify(sub)
+    from adapters.fhir.cli import register as register_sync  # the CLI, like serve, is a composition root
+
+    register_sync(sub)
     return parser
 
 

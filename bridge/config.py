@@ -16,6 +16,8 @@ from typing import Any
 from .errors import ConfigError
 
 ENV_PREFIX = "FHIR_BRIDGE_"
+#: tables of the TOML file that are not flat settings; their own loaders read them (adapters.fhir.sources)
+TABLES = frozenset({"fhir_sources"})
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,10 @@ class Config:
     #: (permit unless a Consent denies)
     consent_regime: str = "opt-in"
 
+    #: the TOML file this configuration was read from (set by load_config); adapters.fhir.sources reads
+    #: its [[fhir_sources]] tables from the same file
+    config_file: str = ""
+
     @property
     def public_base_url(self) -> str:
         """The URL partners reach the API at (the audience of their client assertions)."""
@@ -146,6 +152,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             raise ConfigError(f"configuration file {path} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+        data = {k: v for k, v in data.items() if k not in TABLES}
+        data["config_file"] = str(path)
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ConfigError(f"configuration file {path}: unknown settings {', '.join(unknown)}")

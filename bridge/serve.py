@@ -21,6 +21,7 @@ from anchoring.note import Signer, write_key_file
 
 from .anchor_service import anchor_round, open_anchorer
 from .config import ENV_PREFIX, Config
+from .fhir_data import FhirData
 from .services import Services, open_services
 
 log = logging.getLogger("fhir_bridge.serve")
@@ -44,6 +45,13 @@ def sequence_queue(services: Services) -> None:
 def sign_checkpoint(services: Services) -> None:
     if services.log.size() > 0:
         services.log.checkpoint(services.signer)
+
+
+def _start_ingest(config: Config, services: Services):  # type: ignore[no-untyped-def]
+    """The MLLP listener and the file watcher (adapters), feeding the pipeline."""
+    from adapters.listeners import start_listeners  # the composition root is the one place wiring adapters
+
+    return start_listeners(config, services.db)
 
 
 def _gunicorn_command(config: Config) -> list[str]:
@@ -72,6 +80,7 @@ def serve(config: Config) -> int:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_signing_key(config)
     services = open_services(config)
+    FhirData(services.db, services.log).ensure_schema()  # before gunicorn's workers start, not in each
     scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
     scheduler.add_job(sequence_queue, "interval", seconds=config.sequence_interval, args=[services], id="sequence")
     scheduler.add_job(sign_checkpoint, "interval", seconds=config.checkpoint_interval, args=[services], id="checkpoint")
@@ -79,8 +88,13 @@ def serve(config: Config) -> int:
     anchorer = open_anchorer(services)
     scheduler.add_job(anchor_round, "interval", seconds=config.anchor_period, args=[anchorer], id="anchor",
                       next_run_time=datetime.now(UTC))
+    from adapters.fhir.runner import schedule_sources  # one job per [[fhir_sources]] table with an interval
+
+    for job_id in schedule_sources(scheduler, services.db, config.config_file):
+        log.info("scheduled %s", job_id)
     scheduler.start()
     sign_checkpoint(services)
+    listeners = _start_ingest(config, services)
     api = subprocess.Popen(_gunicorn_command(config), env=_child_env(config))
     log.info("serving the API on http://%s:%s (gunicorn pid %s)", config.host, config.port, api.pid)
     stop = threading.Event()
@@ -103,6 +117,7 @@ def serve(config: Config) -> int:
                 api.wait(15)
             except subprocess.TimeoutExpired:
                 api.kill()
+        listeners.stop()  # no new message is accepted; what was acknowledged is committed
         scheduler.shutdown(wait=True)
         sequence_queue(services)  # leave nothing queued that could be indexed now
         services.close()

@@ -1,0 +1,1 @@
+"""MLLP (Minimal Lower Layer Protocol) listener for HL7v2 feeds: framing, grouping, the server."""

@@ -1,0 +1,203 @@
+"""End-to-end ingest benchmark: MLLP receive -> commit raw -> convert -> validate -> store -> log.
+
+    python3 bench/ingest_bench.py [--messages 3000] [--connections 32] [--database-url URL]
+
+An ADT^A01 and ORU^R01 mix (distinct control ids and patients, built from corpus messages) is sent
+by a separate client process over 127.0.0.1 to the real listener (asyncio MLLP server, grouping
+ingestor, pipeline on SQLite with synchronous=FULL, or PostgreSQL), each connection waiting for
+its ACK before sending the next message.  The log sequencer runs every second as in `serve`.
+Reported beside it, measured in the same run: the bare parse rate of the parser used
+(`bridge.hl7.parser.parse`) and the convert+validate rate alone, both on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adapters.mllp.ingestor import Ingestor  # noqa: E402
+from adapters.mllp.server import MllpServer, MllpThread  # noqa: E402
+from anchoring.log import MerkleLog  # noqa: E402
+from bridge.db import open_database  # noqa: E402
+from bridge.hl7.parser import parse  # noqa: E402
+from bridge.pipeline import Incoming, Pipeline, pipeline_from_config, prepare  # noqa: E402
+from tests.ingest_support import variants  # noqa: E402
+
+CORPUS = ROOT.parent / "shared" / "corpus" / "hl7v2" / "microsoft-FHIR-Converter"
+TEMPLATES = ("ADT-A01-02.hl7", "ORU-R01-01.hl7")
+VT, FS, CR = b"\x0b", b"\x1c", b"\r"
+
+
+def messages(count: int, tag: str = "B") -> list[bytes]:
+    per = count // len(TEMPLATES) + 1
+    groups = [variants((CORPUS / name).read_bytes(), per, f"{tag}{i}") for i, name in enumerate(TEMPLATES)]
+    mixed = [m for pair in zip(*groups, strict=True) for m in pair]
+    return mixed[:count]
+
+
+async def _client(port: int, payload: list[bytes], connections: int) -> dict:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for m in payload:
+        queue.put_nowait(m)
+    codes: dict[str, int] = {}
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while not queue.empty():
+            message = queue.get_nowait()
+            writer.write(VT + message + FS + CR)
+            await writer.drain()
+            answer = await reader.readuntil(FS + CR)
+            code = answer.split(b"MSA|", 1)[1][:2].decode() if b"MSA|" in answer else "??"
+            codes[code] = codes.get(code, 0) + 1
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(connections)))
+    return {"seconds": time.perf_counter() - start, "codes": codes}
+
+
+def client_main(port: int, count: int, connections: int) -> None:
+    result = asyncio.run(_client(port, messages(count), connections))
+    print(json.dumps(result), flush=True)
+
+
+def bare_rates(sample: list[bytes], convert) -> dict:  # type: ignore[no-untyped-def]
+    """One core, the same run: the parser alone, the converter alone, convert + validate + canonicalise."""
+    from bridge import pipeline as pipeline_module
+
+    start = time.perf_counter()
+    for m in sample:
+        parse(m)
+    parse_rate = len(sample) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for m in sample:
+        convert(m)
+    convert_rate = len(sample) / (time.perf_counter() - start)
+    pipeline_module._VALIDATED.clear()
+    start = time.perf_counter()
+    resources = 0
+    for m in sample:
+        resources += len(prepare(m, convert).resources)
+    prepare_rate = len(sample) / (time.perf_counter() - start)
+    pipeline_module._VALIDATED.clear()  # the end-to-end run starts cold, like a fresh process
+    return {"parse_msgs_per_s": round(parse_rate), "convert_msgs_per_s": round(convert_rate),
+            "convert_validate_canonical_msgs_per_s": round(prepare_rate),
+            "resources_per_msg": round(resources / len(sample), 2)}
+
+
+def storage_rate(sample: list[bytes], convert, url: str, group: int) -> int:  # type: ignore[no-untyped-def]
+    """Keep raw + store versions + Provenance + queue leaves, groups of ``group``, with conversion and
+    validation done beforehand: what the storage side alone sustains (no MLLP)."""
+    done = {m: prepare(m, convert) for m in sample}
+    db = open_database(url)
+    MerkleLog(db, "bench.example/log").ensure_schema()
+    pipeline = Pipeline(db, convert, prepare_many=lambda raws: [done[r] for r in raws])
+    pipeline.ensure_schema()
+    start = time.perf_counter()
+    for at in range(0, len(sample), group):
+        pipeline.ingest_many([Incoming(m) for m in sample[at : at + group]])
+    rate = len(sample) / (time.perf_counter() - start)
+    db.close()
+    return round(rate)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--group", type=int, default=64, help="messages per group commit (ingest_group)")
+    parser.add_argument("--workers", type=int, default=2, help="conversion worker processes (ingest_workers)")
+    parser.add_argument("--database-url", help="default: SQLite (WAL, synchronous=FULL) in a temporary folder")
+    parser.add_argument("--preconverted", action="store_true",
+                        help="run the converter on every message before the clock starts, to measure the rest "
+                             "(MLLP, commits, validation, store, log) without it")
+    parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        client_main(args.client, args.messages, args.connections)
+        return 0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.database_url or f"sqlite:///{tmp}/bench.db"
+        db = open_database(url)
+        log = MerkleLog(db, "bench.example/log")
+        log.ensure_schema()
+        sample = messages(min(args.messages, 500), "W")  # not the messages sent below
+        bare = bare_rates(sample, pipeline_from_config(db).convert)
+        if not args.database_url:
+            bare["store_log_msgs_per_s"] = storage_rate(sample, pipeline_from_config(db).convert,
+                                                        f"sqlite:///{tmp}/storage.db", args.group)
+        from bridge import pipeline as pipeline_module
+
+        pipeline_module._VALIDATED.clear()
+        if args.preconverted:
+            real = pipeline_from_config(db).convert
+            converted = {m: real(m) for m in messages(args.messages)}
+            pipeline = Pipeline(db, converted.__getitem__)
+            args.workers = 0
+        else:
+            pipeline = pipeline_from_config(db, None, args.workers)
+        if args.workers:
+            pipeline._prepare_many(sample[:4])  # start the workers before the clock runs
+
+        ingestor = Ingestor(pipeline.ingest_many, args.group, workers=2 if args.workers else 1).start()
+        thread = MllpThread(MllpServer(ingestor, "127.0.0.1", 0)).start()
+        stop = threading.Event()
+
+        def sequencer() -> None:
+            while not stop.wait(1.0):
+                while log.sequence():
+                    pass
+
+        seq = threading.Thread(target=sequencer, daemon=True)
+        seq.start()
+        client = subprocess.run(
+            [sys.executable, __file__, "--client", str(thread.server.port), "--messages", str(args.messages),
+             "--connections", str(args.connections)],
+            capture_output=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
+        result = json.loads(client.stdout)
+        stop.set()
+        seq.join()
+        thread.stop()
+        ingestor.stop()
+        pipeline.close()
+        while log.sequence():
+            pass
+        counts = pipeline.inbox.counts()
+        report = {
+            "database": url.split(":", 1)[0],
+            "messages": args.messages,
+            "connections": args.connections,
+            "group": args.group,
+            "workers": args.workers,
+            "preconverted": args.preconverted,
+            "end_to_end_msgs_per_s": round(args.messages / result["seconds"]),
+            "seconds": round(result["seconds"], 2),
+            "ack_codes": result["codes"],
+            "mean_group": round(ingestor.messages / max(ingestor.groups, 1), 1),
+            "inbox": counts,
+            "versions": pipeline.store.count(),
+            "log_size": log.size(),
+            **bare,
+            "cpus": os.cpu_count(),
+        }
+        print(json.dumps(report, indent=2))
+        db.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

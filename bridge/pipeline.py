@@ -1,0 +1,366 @@
+"""Ingest: raw bytes -> inbox (durable) -> parse/convert -> validate as FHIR R4 -> store + log leaves.
+
+:meth:`Pipeline.ingest_many` handles a group of messages with two group commits: first every raw
+message is kept (one transaction: the durable point before which no ``AA``/``CA`` may be sent), then
+each is converted and validated (pure computing, :func:`prepare`), then all their resource versions,
+Provenance resources, log leaves and inbox statuses are committed in a second transaction.  Grouping
+several messages per commit is what lets ingest keep up: a commit costs an fsync, a row does not.
+
+Nothing received is dropped: a message that cannot be parsed, mapped or validated stays in the inbox
+with status ``error`` and its reason; :meth:`Pipeline.reprocess` runs it again after a mapping fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from anchoring.db import Cursor, Database
+
+from . import ack
+from .hl7.types import Conversion, HL7Error, MessageHeader
+from .inbox import ERROR, RECEIVED, STORED, Inbox, InboxMessage, content_sha256
+from .provenance import build_provenance
+from .store import CanonicalResource, ResourceStore, canonical_resource, content_key
+from .validation import validate_resource
+
+log = logging.getLogger("fhir_bridge.pipeline")
+
+Converter = Callable[[bytes], Conversion]
+HeaderReader = Callable[[bytes], MessageHeader]
+NOT_KEPT = "not-kept"  # the database refused the raw message: nothing was acknowledged
+
+
+def now_instant() -> str:
+    """A FHIR instant in UTC with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    raw: bytes
+    source: str = ""  # where it came from: "mllp:1.2.3.4:5678", "file:inbox/a.hl7", "cli:a.hl7"
+    rejected: HL7Error | None = None  # known unusable before conversion (a broken batch envelope): kept as error
+
+
+@dataclass
+class Outcome:
+    message_id: int | None
+    header: MessageHeader
+    header_readable: bool
+    status: str  # received | stored | error | not-kept
+    error: HL7Error | None = None
+    duplicate: bool = False
+    versions: list[str] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)
+
+    @property
+    def committed(self) -> bool:
+        return self.message_id is not None
+
+    @property
+    def ack_code(self) -> str:
+        """The application acknowledgement code this outcome earns (original mode)."""
+        if not self.committed:
+            return "AR"
+        return ack.application_code(self.status == STORED, self.error or _PENDING, self.header_readable)
+
+    def acknowledgements(self, now: datetime | None = None) -> list[tuple[str, bytes]]:
+        error = self.error if self.status != RECEIVED else _PENDING
+        return ack.responses(self.header, self.committed, self.status == STORED, error, self.header_readable, now)
+
+    def as_json(self) -> dict:
+        error = None
+        if self.error is not None:
+            error = {"code": self.error.code, "location": self.error.location, "text": self.error.text}
+        return {
+            "id": self.message_id, "control_id": self.header.control_id, "sender": self.header.sender,
+            "message_type": self.header.message_type, "status": self.status, "ack_code": self.ack_code,
+            "duplicate": self.duplicate, "error": error, "versions": self.versions, "unmapped": self.unmapped,
+        }
+
+
+_PENDING = HL7Error("207", "", "the message is kept but its conversion did not finish; it will be reprocessed")
+
+
+@dataclass
+class Prepared:
+    """What converting and validating one message gave: resources, or the reason there are none."""
+
+    resources: list[dict] = field(default_factory=list)
+    error: HL7Error | None = None
+    unmapped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    canonical: list[CanonicalResource] = field(default_factory=list)  # what the store needs, per resource
+
+
+#: Resources already validated and canonicalised, by content key.  Feeds repeat the same
+#: Practitioner, Location and Organization in message after message; validating identical content
+#: again would give the same answer.  Cleared when full; private to the process.
+_VALIDATED: dict[str, CanonicalResource] = {}
+VALIDATED_CACHE_SIZE = 20_000
+
+
+def _checked(resource: dict, validate: Callable[[dict], None]) -> CanonicalResource:
+    key = content_key(resource)
+    known = _VALIDATED.get(key)
+    if known is not None and known.res_type == resource.get("resourceType") and known.res_id == resource.get("id"):
+        return known
+    validate(resource)
+    checked = canonical_resource(resource, key)
+    if len(_VALIDATED) >= VALIDATED_CACHE_SIZE:
+        _VALIDATED.clear()
+    _VALIDATED[key] = checked
+    return checked
+
+
+def prepare(raw: bytes, convert: Converter, validate: Callable[[dict], None] = validate_resource) -> Prepared:
+    """Convert and validate one message (pure: no I/O).  Never raises for bad input."""
+    try:
+        conversion = convert(raw)
+    except HL7Error as exc:
+        return Prepared(error=exc)
+    except Exception as exc:  # a converter bug must not lose the message: keep it as an error
+        log.exception("the converter failed")
+        return Prepared(error=HL7Error("207", "", f"the converter failed ({type(exc).__name__}: {exc}); "
+                                                  "report it, then reprocess the message"))
+    prepared = Prepared(unmapped=list(conversion.unmapped), warnings=list(conversion.warnings))
+    seen: set[tuple[str, str]] = set()
+    for resource in conversion.resources:
+        key = (resource.get("resourceType"), resource.get("id"))
+        if not isinstance(key[1], str) or not key[1] or key in seen:
+            error = HL7Error("207", str(key[0]), f"the converter gave {key[0]} "
+                             f"{'no id' if not key[1] else 'the id ' + repr(key[1]) + ' twice'}; fix the mapping")
+            return Prepared(error=error, unmapped=prepared.unmapped, warnings=prepared.warnings)
+        try:
+            checked = _checked(resource, validate)
+        except HL7Error as exc:
+            return Prepared(error=exc, unmapped=prepared.unmapped, warnings=prepared.warnings)
+        seen.add(key)  # type: ignore[arg-type]
+        prepared.resources.append(resource)
+        prepared.canonical.append(checked)
+    return prepared
+
+
+@dataclass
+class _Work:
+    message_id: int
+    header: MessageHeader
+    header_readable: bool
+    header_error: HL7Error | None
+    digest: str
+    received_at: str
+    raw: bytes
+    prepared: Prepared | None = None
+
+
+class Pipeline:
+    """Ingest for every adapter.  ``convert`` is the conversion engine bound to its mappings."""
+
+    def __init__(
+        self, db: Database, convert: Converter, read_header: HeaderReader | None = None,
+        clock: Callable[[], str] = now_instant,
+        prepare_many: Callable[[Sequence[bytes]], list[Prepared]] | None = None,
+    ) -> None:
+        if read_header is None:
+            from .hl7.parser import parse_header
+
+            read_header = parse_header
+        self.db, self.convert, self.read_header, self.clock = db, convert, read_header, clock
+        self.inbox, self.store = Inbox(db), ResourceStore(db)
+        self._prepare_many = prepare_many
+
+    def ensure_schema(self) -> None:
+        self.inbox.ensure_schema()
+        self.store.ensure_schema()
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (the database belongs to the caller)."""
+        close = getattr(self._prepare_many, "close", None)
+        if close is not None:
+            close()
+
+    # -- the header: enough to keep and answer any message ------------------------------------
+
+    def header(self, raw: bytes) -> tuple[MessageHeader, bool, HL7Error | None]:
+        """(header, readable, error); an unreadable header gets a best-effort one for the ACK."""
+        try:
+            return self.read_header(raw), True, None
+        except HL7Error as exc:
+            return ack.best_effort_header(raw), False, exc
+        except Exception as exc:  # the header reader must never cost us a message
+            log.exception("reading MSH failed")
+            return ack.best_effort_header(raw), False, HL7Error("100", "MSH", f"MSH cannot be read ({type(exc).__name__})")
+
+    # -- ingest ---------------------------------------------------------------------------------
+
+    def ingest(self, raw: bytes, source: str = "") -> Outcome:
+        return self.ingest_many([Incoming(raw, source)])[0]
+
+    def ingest_many(self, items: Sequence[Incoming]) -> list[Outcome]:
+        """Keep, convert and store a group of messages; one outcome per item, in order. Never raises."""
+        now = self.clock()
+        heads = [self.header(item.raw) for item in items]
+        digests = [content_sha256(item.raw) for item in items]
+        try:
+            with self.db.transaction(write=True) as cur:
+                kept = [
+                    Inbox.receive(cur, item.raw, h.sender if ok else "", h.control_id if ok else "",
+                                  _type_label(h), item.source, now, digest)
+                    for item, (h, ok, _), digest in zip(items, heads, digests, strict=True)
+                ]
+        except Exception as exc:
+            log.error("could not keep %d message(s): %s", len(items), exc)
+            failure = HL7Error("207", "", "the bridge could not store the message (database unavailable); resend it later")
+            return [Outcome(None, h, ok, NOT_KEPT, failure) for h, ok, _ in heads]
+
+        work: dict[int, _Work] = {}
+        earlier: dict[int, Outcome] = {}
+        for item, (h, ok, err), digest, (message_id, duplicate) in zip(items, heads, digests, kept, strict=True):
+            if message_id in work:  # the same message twice in one group
+                continue
+            received_at = now
+            if duplicate:
+                previous = self.inbox.get(message_id)
+                if previous.status != RECEIVED:  # a message kept but never finished is finished now
+                    earlier[message_id] = _outcome_from_row(previous, h, ok)
+                    continue
+                received_at = previous.received_at
+            work[message_id] = _Work(message_id, h, ok, err, digest, received_at, item.raw)
+            if item.rejected is not None:
+                work[message_id].prepared = Prepared(error=item.rejected)
+        finished = self._process(list(work.values()))
+        out = []
+        for message_id, duplicate in kept:
+            done = earlier.get(message_id) or finished[message_id]
+            if duplicate:
+                done = Outcome(**{**done.__dict__, "duplicate": True})
+            out.append(done)
+        return out
+
+    def reprocess(self, message_id: int) -> Outcome:
+        """Convert a kept message again (after a mapping fix); unchanged resources get no new version."""
+        message = self.inbox.get(message_id)
+        raw = self.inbox.raw(message_id)
+        h, ok, err = self.header(raw)
+        return self._process([_Work(message_id, h, ok, err, message.content_sha256, message.received_at, raw)])[message_id]
+
+    def reprocess_all(self, status: str = ERROR) -> list[Outcome]:
+        return [self.reprocess(i) for i in self.inbox.ids(status)]
+
+    def recover(self) -> list[Outcome]:
+        """Finish messages kept but never converted (the process stopped in between)."""
+        return self.reprocess_all(RECEIVED)
+
+    # -- converting and storing -------------------------------------------------------------------
+
+    def _prepare(self, work: list[_Work]) -> None:
+        todo = [w for w in work if w.header_readable and w.prepared is None]
+        results: list[Prepared] | None = None
+        if self._prepare_many is not None and len(todo) > 1:
+            try:
+                results = self._prepare_many([w.raw for w in todo])
+            except Exception as exc:  # a worker process died: convert here rather than fail the group
+                log.error("conversion workers failed (%s); converting in this process", exc)
+        if results is None:
+            results = [prepare(w.raw, self.convert) for w in todo]
+        for w, result in zip(todo, results, strict=True):
+            w.prepared = result
+        for w in work:
+            if w.prepared is None:
+                w.prepared = Prepared(error=w.header_error)
+
+    def _process(self, work: list[_Work]) -> dict[int, Outcome]:
+        if not work:
+            return {}
+        self._prepare(work)
+        try:
+            return self._commit(work)
+        except Exception as exc:
+            if len(work) == 1:
+                return {work[0].message_id: self._fail(work[0], exc)}
+            log.warning("group commit of %d messages failed (%s); committing them one by one", len(work), exc)
+        out = {}
+        for w in work:
+            try:
+                out.update(self._commit([w]))
+            except Exception as exc:
+                out[w.message_id] = self._fail(w, exc)
+        return out
+
+    def _commit(self, work: list[_Work]) -> dict[int, Outcome]:
+        with self.db.transaction(write=True) as cur:
+            self.store.lock(cur, [(c.res_type, c.res_id) for w in work if w.prepared for c in w.prepared.canonical])
+            return {w.message_id: self._finish(cur, w) for w in work}
+
+    def _finish(self, cur: Cursor, w: _Work) -> Outcome:
+        now, p = self.clock(), w.prepared
+        assert p is not None  # set by _prepare
+        if p.error is not None:
+            code = ack.application_code(False, p.error, w.header_readable)
+            Inbox.mark_error(cur, w.message_id, p.error, code, now, p.unmapped, _type_label(w.header))
+            return Outcome(w.message_id, w.header, w.header_readable, ERROR, p.error, unmapped=p.unmapped)
+        refs = [self.store.put_canonical(cur, c, now, w.message_id).reference for c in p.canonical]
+        if refs:
+            provenance = build_provenance(w.digest, w.header, w.received_at, refs)
+            refs.append(self.store.put(cur, provenance, now, w.message_id).reference)
+        Inbox.mark_stored(cur, w.message_id, refs, p.unmapped, p.warnings, now)
+        return Outcome(w.message_id, w.header, True, STORED, None, versions=refs, unmapped=p.unmapped)
+
+    def _fail(self, w: _Work, exc: Exception) -> Outcome:
+        """Storing failed: the raw message stays kept; record why if the database lets us."""
+        log.error("message %s: storing its versions failed: %s", w.message_id, exc)
+        error = HL7Error("207", "", f"storing the converted resources failed ({type(exc).__name__}); "
+                                    "run `fhir-bridge messages reprocess ID` once the cause is fixed")
+        code = ack.application_code(False, error)
+        try:
+            with self.db.transaction(write=True) as cur:
+                Inbox.mark_error(cur, w.message_id, error, code, self.clock())
+            status = ERROR
+        except Exception:
+            status = RECEIVED  # kept; `recover` finishes it
+        return Outcome(w.message_id, w.header, w.header_readable, status, error)
+
+
+def _type_label(header: MessageHeader) -> str:
+    return header.message_type + (f"^{header.message_structure}" if header.message_structure else "")
+
+
+def _outcome_from_row(row: InboxMessage, header: MessageHeader, readable: bool) -> Outcome:
+    return Outcome(row.id, header, readable, row.status, row.error, True, list(row.versions), list(row.unmapped))
+
+
+def pipeline_from_config(db: Database, mapping_override_dir: str | None = None, workers: int = 0) -> Pipeline:
+    """The pipeline with the real conversion engine and the mappings (plus a site's overrides);
+    ``workers`` > 0 converts and validates in that many worker processes."""
+    from .convert import convert, load_mappings
+
+    mappings = load_mappings(mapping_override_dir or None)
+
+    def run(raw: bytes) -> Conversion:
+        return convert(raw, mappings)
+
+    pool = None
+    if workers > 0:
+        from .prepare_pool import PreparePool
+
+        pool = PreparePool(workers, mapping_override_dir)
+    pipeline = Pipeline(db, run, prepare_many=pool)
+    pipeline.ensure_schema()
+    return pipeline
+
+
+def ingest_all(pipeline: Pipeline, raws: Iterable[tuple[bytes, str]], group: int = 64) -> list[Outcome]:
+    """Ingest (raw, source) pairs in groups of ``group`` messages per commit."""
+    out: list[Outcome] = []
+    batch: list[Incoming] = []
+    for raw, source in raws:
+        batch.append(Incoming(raw, source))
+        if len(batch) >= group:
+            out += pipeline.ingest_many(batch)
+            batch = []
+    if batch:
+        out += pipeline.ingest_many(batch)
+    return out

@@ -1,0 +1,256 @@
+"""Versioned FHIR resources: every version kept, each committed to the log by a salted leaf.
+
+A version row holds the resource exactly as a partner receives it (``meta.versionId`` and
+``meta.lastUpdated`` included), in its RFC 8785 (JCS) canonical form, so that anyone holding the
+JSON and the salt recomputes ``sha256 = SHA-256(salt || JCS(resource))`` and the leaf
+``JCS({"type", "id", "version", "sha256"})``.  The salt is random per version and never logged: the
+public log says nothing about content, and erasing salt and content leaves it intact.
+
+:meth:`ResourceStore.put` runs inside the caller's transaction (the inbox's and the log queue's), so a
+version, its leaf and the message it came from are committed together.  Content that equals the
+latest version (``meta`` aside) creates no new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+
+from anchoring.db import Cursor, Database
+from anchoring.log import MerkleLog
+
+from . import search_index
+from .errors import IngestError
+
+SALT_SIZE = 32
+
+_DDL = {"sqlite": {"blob": "BLOB", "bigint": "INTEGER"}, "postgresql": {"blob": "BYTEA", "bigint": "BIGINT"}}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resource_versions (
+    res_type TEXT NOT NULL,
+    res_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated TEXT NOT NULL,
+    content {blob} NOT NULL,
+    salt {blob} NOT NULL,
+    sha256 TEXT NOT NULL,
+    content_key TEXT NOT NULL,
+    queue_id {bigint} NOT NULL,
+    message_id {bigint},
+    PRIMARY KEY (res_type, res_id, version)
+);
+CREATE INDEX IF NOT EXISTS resource_versions_queue_id ON resource_versions (queue_id)
+"""
+
+_VERSION_META = ("versionId", "lastUpdated")
+
+
+def canonical(value: Any) -> bytes:
+    """RFC 8785 (JCS) canonical JSON."""
+    return rfc8785.dumps(value)
+
+
+def salted_sha256(salt: bytes, canonical_resource: bytes) -> str:
+    return hashlib.sha256(salt + canonical_resource).hexdigest()
+
+
+def leaf_data(res_type: str, res_id: str, version: int, sha256_hex: str) -> bytes:
+    """The log entry for one version: no content, only a salted commitment to it."""
+    return canonical({"type": res_type, "id": res_id, "version": version, "sha256": sha256_hex})
+
+
+def without_version_meta(resource: dict) -> dict:
+    """The resource less ``meta.versionId``/``meta.lastUpdated`` (what "same content" compares)."""
+    meta = resource.get("meta")
+    if not isinstance(meta, dict) or not any(k in meta for k in _VERSION_META):
+        return resource
+    out = dict(resource)
+    rest = {k: v for k, v in meta.items() if k not in _VERSION_META}
+    if rest:
+        out["meta"] = rest
+    else:
+        del out["meta"]
+    return out
+
+
+def content_key(resource: dict) -> str:
+    """A deterministic digest of the content, meta aside; private to the store, never logged."""
+    text = json.dumps(without_version_meta(resource), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def with_version_meta(resource: dict, version: int, last_updated: str) -> dict:
+    out = dict(resource)
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = last_updated
+    out["meta"] = meta
+    return out
+
+
+# Placeholders for meta.versionId and meta.lastUpdated: the canonical form can be computed (in a
+# worker process, before the version is known) with these, then filled in by plain byte replacement.
+# JCS escapes U+0000, so a placeholder cannot arise from ordinary text; a resource that contains one
+# anyway is canonicalised again in full.
+VERSION_MARK, TIME_MARK = "\x00fhir-bridge:versionId\x00", "\x00fhir-bridge:lastUpdated\x00"
+_VERSION_BYTES, _TIME_BYTES = canonical(VERSION_MARK), canonical(TIME_MARK)
+
+
+@dataclass(frozen=True)
+class CanonicalResource:
+    """A resource ready to store: its key, and its JCS with placeholders for the version meta."""
+
+    res_type: str
+    res_id: str
+    key: str
+    template: bytes | None  # None: the content holds a placeholder; ``resource`` is canonicalised in full
+    resource: dict | None = None
+
+    def content(self, version: int, last_updated: str) -> bytes:
+        if self.template is None:
+            assert self.resource is not None  # set whenever template is None
+            return canonical(with_version_meta(self.resource, version, last_updated))
+        return self.template.replace(_VERSION_BYTES, canonical(str(version))).replace(_TIME_BYTES, canonical(last_updated))
+
+
+def canonical_resource(resource: dict, key: str | None = None) -> CanonicalResource:
+    """Pure and picklable: what :meth:`ResourceStore.put_canonical` needs, computed anywhere."""
+    res_type, res_id = resource.get("resourceType"), resource.get("id")
+    if not isinstance(res_type, str) or not isinstance(res_id, str) or not res_type or not res_id:
+        raise IngestError("a resource to store needs resourceType and id: the converter must assign ids")
+    key = key or content_key(resource)
+    template = canonical(with_version_meta(resource, VERSION_MARK, TIME_MARK))  # type: ignore[arg-type]
+    if template.count(_VERSION_BYTES) != 1 or template.count(_TIME_BYTES) != 1:
+        return CanonicalResource(res_type, res_id, key, None, resource)
+    return CanonicalResource(res_type, res_id, key, template)
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    res_type: str
+    res_id: str
+    version: int
+    created: bool  # False: the content equalled the latest version, which is referenced instead
+
+    @property
+    def reference(self) -> str:
+        return f"{self.res_type}/{self.res_id}/_history/{self.version}"
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: str
+    content: bytes  # JCS of the resource, meta included: the bytes a partner receives
+    salt: bytes
+    sha256: str
+    queue_id: int
+    message_id: int | None
+
+    @property
+    def resource(self) -> dict:
+        return json.loads(self.content)
+
+    @property
+    def leaf_data(self) -> bytes:
+        return leaf_data(self.res_type, self.res_id, self.version, self.sha256)
+
+
+_COLUMNS = "res_type, res_id, version, last_updated, content, salt, sha256, queue_id, message_id"
+
+
+class ResourceStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._pg = db.dialect == "postgresql"
+
+    def ensure_schema(self) -> None:
+        with self.db.transaction(write=True) as cur:
+            for statement in _SCHEMA.format(**_DDL[self.db.dialect]).split(";"):
+                cur.execute(statement)
+            search_index.ensure_schema(cur)  # the search index is kept in the same transactions
+
+    def lock(self, cur: Cursor, keys: list[tuple[str, str]]) -> None:
+        """Take the (type, id) locks a transaction will need, all at once and in one order, so that
+        two writers storing overlapping resources (the same Practitioner) wait instead of deadlocking.
+        PostgreSQL only: SQLite's write transaction already excludes other writers."""
+        if self._pg:
+            for res_type, res_id in sorted(set(keys)):
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"{res_type}/{res_id}",))
+
+    def put(self, cur: Cursor, resource: dict, last_updated: str, message_id: int | None = None) -> VersionRef:
+        """Store ``resource`` as a new version unless it equals the latest; queue its leaf."""
+        return self.put_canonical(cur, canonical_resource(resource), last_updated, message_id)
+
+    def put_canonical(
+        self, cur: Cursor, prepared: CanonicalResource, last_updated: str, message_id: int | None = None
+    ) -> VersionRef:
+        res_type, res_id = prepared.res_type, prepared.res_id
+        if self._pg:  # versions of one resource are numbered by one writer at a time
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"{res_type}/{res_id}",))
+        cur.execute(
+            "SELECT version, content_key FROM resource_versions WHERE res_type = ? AND res_id = ? "
+            "ORDER BY version DESC LIMIT 1",
+            (res_type, res_id),
+        )
+        row = cur.fetchone()
+        if row is not None and row[1] == prepared.key:
+            return VersionRef(res_type, res_id, int(row[0]), created=False)
+        version = 1 if row is None else int(row[0]) + 1
+        content = prepared.content(version, last_updated)
+        salt = os.urandom(SALT_SIZE)
+        digest = salted_sha256(salt, content)
+        queue_id = MerkleLog.enqueue(cur, leaf_data(res_type, res_id, version, digest))
+        cur.execute(
+            f"INSERT INTO resource_versions ({_COLUMNS}, content_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (res_type, res_id, version, last_updated, content, salt, digest, queue_id, message_id, prepared.key),
+        )
+        search_index.index_version(cur, res_type, res_id, version, last_updated, content)
+        return VersionRef(res_type, res_id, version, created=True)
+
+    def read(self, res_type: str, res_id: str, version: int | None = None) -> StoredVersion | None:
+        """One version (default: the latest)."""
+        sql = f"SELECT {_COLUMNS} FROM resource_versions WHERE res_type = ? AND res_id = ?"
+        params: tuple = (res_type, res_id)
+        if version is None:
+            sql += " ORDER BY version DESC LIMIT 1"
+        else:
+            sql += " AND version = ?"
+            params += (version,)
+        with self.db.transaction() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        return None if row is None else _stored(row)
+
+    def history(self, res_type: str, res_id: str) -> list[StoredVersion]:
+        with self.db.transaction() as cur:
+            cur.execute(
+                f"SELECT {_COLUMNS} FROM resource_versions WHERE res_type = ? AND res_id = ? ORDER BY version",
+                (res_type, res_id),
+            )
+            return [_stored(r) for r in cur.fetchall()]
+
+    def count(self) -> int:
+        with self.db.transaction() as cur:
+            cur.execute("SELECT COUNT(*) FROM resource_versions")
+            return int(cur.fetchone()[0])
+
+    @staticmethod
+    def leaf_index(log: MerkleLog, version: StoredVersion) -> int | None:
+        """The version's index in the log, or None while its leaf waits for the sequencer."""
+        return log.index_of_queued(version.queue_id)
+
+
+def _stored(row: tuple) -> StoredVersion:
+    return StoredVersion(
+        row[0], row[1], int(row[2]), row[3], bytes(row[4]), bytes(row[5]), row[6], int(row[7]),
+        None if row[8] is None else int(row[8]),
+    )

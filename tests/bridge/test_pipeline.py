@@ -1,0 +1,141 @@
+"""The pipeline with the real parser, converter and FHIR validation, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.hl7.types import HL7Error
+from bridge.pipeline import Incoming
+from bridge.provenance import RAW_HASH_SYSTEM
+from bridge.validation import validate_resource
+from tests.ingest_support import open_pipeline, variants
+
+
+@pytest.fixture
+def adt(corpus: Path) -> bytes:
+    return (corpus / "hl7v2/microsoft-FHIR-Converter/ADT-A01-02.hl7").read_bytes()
+
+
+def test_message_to_versions_provenance_and_leaves(database_url: str, adt: bytes) -> None:
+    with open_pipeline(database_url) as (pipeline, log):
+        outcome = pipeline.ingest(adt, "test")
+        assert (outcome.status, outcome.ack_code, outcome.error) == ("stored", "AA", None)
+        message = pipeline.inbox.get(outcome.message_id)
+        assert message.status == "stored" and message.versions == outcome.versions
+        assert pipeline.inbox.raw(outcome.message_id) == adt  # the raw bytes exactly as received
+
+        *produced, provenance_ref = outcome.versions
+        kind, rid, _, version = provenance_ref.split("/")
+        provenance = pipeline.store.read(kind, rid, int(version)).resource
+        validate_resource(provenance)
+        assert [t["reference"] for t in provenance["target"]] == produced
+        assert provenance["entity"][0]["what"]["identifier"] == {"system": RAW_HASH_SYSTEM, "value": message.content_sha256}
+
+        assert log.queued() == len(outcome.versions)  # every version's leaf, in the same transaction
+        log.sequence()
+        for ref in outcome.versions:
+            kind, rid, _, version = ref.split("/")
+            stored = pipeline.store.read(kind, rid, int(version))
+            assert log.entry(pipeline.store.leaf_index(log, stored)) == stored.leaf_data
+
+
+def test_same_message_again_no_new_row_no_new_version(database_url: str, adt: bytes) -> None:
+    with open_pipeline(database_url) as (pipeline, log):
+        first = pipeline.ingest(adt)
+        versions = pipeline.store.count()
+        again, twice = pipeline.ingest_many([Incoming(adt), Incoming(adt)])
+        assert again.duplicate and twice.duplicate
+        assert again.message_id == twice.message_id == first.message_id and again.ack_code == "AA"
+        assert pipeline.inbox.counts() == {"stored": 1} and pipeline.store.count() == versions
+        # a new control id with the same content: a new message row, but no new resource version
+        [other] = variants(adt, 1, "NEW")
+        [base] = variants(adt, 1, "NEW2")
+        pipeline.ingest(base)
+        count = pipeline.store.count()
+        outcome = pipeline.ingest(other.replace(b"NEW-0", b"NEW-0b"))
+        assert outcome.status == "stored"
+        assert pipeline.inbox.counts() == {"stored": 3}
+        assert pipeline.store.count() - count <= 1 + len([v for v in outcome.versions if v.endswith("/_history/1")])
+
+
+def test_unparseable_unmappable_and_invalid_are_kept_with_reasons(database_url: str, adt: bytes) -> None:
+    with open_pipeline(database_url) as (pipeline, _):
+        garbage = pipeline.ingest(b"\x00\x01\x02 hello")
+        assert (garbage.status, garbage.ack_code, garbage.error.code) == ("error", "AR", "100")
+        unsupported = pipeline.ingest(adt.replace(b"ADT^A01", b"ZZZ^Z99", 1))
+        assert unsupported.status == "error" and unsupported.ack_code == "AR"
+        assert unsupported.error.code in {"200", "201"}
+        assert pipeline.inbox.counts() == {"error": 2}
+        listed = pipeline.inbox.list(status="error")
+        assert all(m.error_text for m in listed)
+
+
+def test_group_with_one_bad_message_stores_the_others(database_url: str, adt: bytes) -> None:
+    with open_pipeline(database_url) as (pipeline, _):
+        good = variants(adt, 3, "G")
+        outcomes = pipeline.ingest_many([Incoming(good[0]), Incoming(b"MSH|broken"), Incoming(good[1]), Incoming(good[2])])
+        assert [o.ack_code for o in outcomes] == ["AA", outcomes[1].ack_code, "AA", "AA"]
+        assert outcomes[1].ack_code in ("AE", "AR") and outcomes[1].status == "error"
+        assert pipeline.inbox.counts() == {"stored": 3, "error": 1}
+
+
+def test_validation_error_names_the_path() -> None:
+    with pytest.raises(HL7Error) as caught:
+        validate_resource({"resourceType": "Patient", "id": "p", "birthDate": "1st of May", "gender": ["x"]})
+    assert caught.value.code == "207" and caught.value.location == "Patient.birthDate"
+    assert "Patient/p is not valid FHIR R4" in caught.value.text and "reprocess" in caught.value.text
+
+
+def test_reprocess_after_a_mapping_fix(database_url: str, adt: bytes, tmp_path: Path) -> None:
+    """A message of a type the shipped mappings lack is kept as an error; a site override adds the
+    mapping; reprocess stores it, and reprocessing again creates no new version."""
+    custom = adt.replace(b"ADT^A01^ADT_A01", b"ADT^Z01^ADT_A01", 1).replace(b"ADT^A01", b"ADT^Z01", 1)
+    with open_pipeline(database_url) as (pipeline, _):
+        failed = pipeline.ingest(custom)
+        assert failed.status == "error"
+    override = tmp_path / "site"
+    override.mkdir()
+    (override / "z01.yaml").write_text(OVERRIDE)
+    with open_pipeline(database_url, str(override)) as (pipeline, _):
+        fixed = pipeline.reprocess(failed.message_id)
+        assert (fixed.status, fixed.ack_code) == ("stored", "AA"), fixed.error
+        assert pipeline.inbox.get(failed.message_id).status == "stored"
+        count = pipeline.store.count()
+        assert pipeline.reprocess(failed.message_id).versions == fixed.versions
+        assert pipeline.store.count() == count
+        assert pipeline.inbox.counts() == {"stored": 1}
+
+
+# A site override (mapping data, no code): the site's custom event ADT^Z01 maps like a registration.
+OVERRIDE = """
+messages:
+  site-z01:
+    events: ["ADT^Z01"]
+    required_segments: [PID]
+    segments: {PID: PID, PV1: PV1}
+"""
+
+
+def test_worker_processes_give_the_same_results(adt: bytes, tmp_path: Path) -> None:
+    """Conversion in worker processes (ingest_workers): errors and resources cross intact."""
+    from anchoring.log import MerkleLog
+    from bridge.db import open_database
+    from bridge.pipeline import pipeline_from_config
+
+    db = open_database(f"sqlite:///{tmp_path / 'w.db'}")
+    MerkleLog(db, "test.example/log").ensure_schema()
+    pipeline = pipeline_from_config(db, None, workers=1)
+    try:
+        good = variants(adt, 3, "W")
+        outcomes = pipeline.ingest_many([Incoming(good[0]), Incoming(adt.replace(b"ADT^A01", b"ZZZ^Z99", 1)),
+                                         Incoming(good[1]), Incoming(good[2])])
+        assert [o.status for o in outcomes] == ["stored", "error", "stored", "stored"]
+        assert outcomes[1].error.code in {"200", "201"} and outcomes[1].error.text
+    finally:
+        pipeline.close()
+        db.close()
+    with open_pipeline(f"sqlite:///{tmp_path / 'single.db'}") as (single, _):
+        same = single.ingest(good[0])
+    assert [v.rsplit("/", 2)[0] for v in same.versions] == [v.rsplit("/", 2)[0] for v in outcomes[0].versions]
