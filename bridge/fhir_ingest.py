@@ -15,13 +15,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from anchoring.db import Cursor, Database
 
 from .store import ResourceStore, VersionRef, canonical_resource
-from .validation import fhir_path
+from .validation import problems
 
 MAX_ISSUES = 20
 
@@ -46,13 +45,6 @@ CREATE INDEX IF NOT EXISTS fhir_rejects_open ON fhir_rejects (source, resolved_a
 """
 
 
-@lru_cache(maxsize=256)
-def _model(resource_type: str) -> Any:
-    from fhir.resources.R4B import get_fhir_model_class  # heavy import, done once on first use
-
-    return get_fhir_model_class(resource_type)
-
-
 def outcome(issues: list[dict]) -> dict:
     return {"resourceType": "OperationOutcome", "issue": issues}
 
@@ -66,28 +58,13 @@ def issue(code: str, diagnostics: str, expression: str | None = None, severity: 
 
 def validation_outcome(resource: Any) -> dict | None:
     """None if ``resource`` is valid FHIR R4, else an OperationOutcome naming each invalid path."""
-    if not isinstance(resource, dict):
-        return outcome([issue("structure", "a resource must be a JSON object")])
-    res_type = resource.get("resourceType")
-    if not isinstance(res_type, str) or not res_type:
-        return outcome([issue("required", "resourceType is missing", "resourceType")])
-    try:
-        model = _model(res_type)
-    except (ValueError, KeyError):
-        return outcome([issue("not-supported", f"{res_type[:64]} is not a FHIR R4 resource type", "resourceType")])
-    try:
-        model.model_validate(resource)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        errors = getattr(exc, "errors", None)
-        items = errors() if callable(errors) else []
-        if not items:
-            return outcome([issue("structure", f"not valid FHIR R4: {exc}", res_type)])
-        issues = [issue("structure" if e.get("type") != "missing" else "required", str(e.get("msg", "invalid")),
-                        fhir_path(res_type, tuple(e.get("loc", ())))) for e in items[:MAX_ISSUES]]
-        if len(items) > MAX_ISSUES:
-            issues.append(issue("too-costly", f"{len(items) - MAX_ISSUES} more errors not listed", severity="warning"))
-        return outcome(issues)
-    return None
+    found = problems(resource)
+    if not found:
+        return None
+    issues = [issue(p.code, p.message, p.path or None) for p in found[:MAX_ISSUES]]
+    if len(found) > MAX_ISSUES:
+        issues.append(issue("too-costly", f"{len(found) - MAX_ISSUES} more errors not listed", severity="warning"))
+    return outcome(issues)
 
 
 def content_sha256(text: str) -> str:

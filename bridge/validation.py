@@ -8,6 +8,7 @@ is the FHIR path, so the message is kept, listed with the reason and can be repr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -30,27 +31,60 @@ def fhir_path(resource_type: str, loc: tuple) -> str:
     return path
 
 
-def validate_resource(resource: dict) -> None:
-    """Raise HL7Error naming the path of the first invalid element(s); return None if valid."""
-    resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
-    where = f"{resource_type}/{resource.get('id')}" if isinstance(resource, dict) else "resource"
-    if not isinstance(resource_type, str):
-        raise HL7Error("207", "", f"{where}: the converter produced a resource without resourceType")
+@dataclass(frozen=True)
+class Problem:
+    """One reason a resource is not valid FHIR R4."""
+
+    code: str  # FHIR issue type: structure | required | not-supported
+    path: str  # FHIR path of the element, e.g. "Patient.birthDate"
+    message: str
+
+
+def problems(resource: Any) -> list[Problem]:
+    """What is wrong with ``resource`` as FHIR R4, and where; empty when it is valid.
+
+    The one place validation happens: ingest of HL7v2 turns the problems into an HL7 error,
+    FHIR pulls and pushes into an OperationOutcome.
+    """
+    if not isinstance(resource, dict):
+        return [Problem("structure", "", "a resource must be a JSON object")]
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
+        return [Problem("required", "resourceType", "resourceType is missing")]
     try:
         model = _model(resource_type)
-    except (ValueError, KeyError) as exc:
-        raise HL7Error("207", resource_type, f"{resource_type} is not a FHIR R4 resource type") from exc
+    except (ValueError, KeyError):
+        return [Problem("not-supported", "resourceType", f"{resource_type[:64]} is not a FHIR R4 resource type")]
     try:
         model.model_validate(resource)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         errors = getattr(exc, "errors", None)
         items = errors() if callable(errors) else []
         if not items:
-            raise HL7Error("207", resource_type, f"{where} is not valid FHIR R4: {exc}") from exc
-        listed = [f"{fhir_path(resource_type, tuple(e.get('loc', ())))}: {e.get('msg', '')}" for e in items[:MAX_LISTED]]
-        more = f" (and {len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
-        raise HL7Error(
-            "207", fhir_path(resource_type, tuple(items[0].get("loc", ()))),
-            f"{where} is not valid FHIR R4: {'; '.join(listed)}{more}; "
-            "fix the mapping (or a site override), then run `fhir-bridge messages reprocess ID`",
-        ) from exc
+            return [Problem("structure", resource_type, f"not valid FHIR R4: {exc}")]
+        return [
+            Problem("required" if e.get("type") == "missing" else "structure",
+                    fhir_path(resource_type, tuple(e.get("loc", ()))), str(e.get("msg", "invalid")))
+            for e in items
+        ]
+    return []
+
+
+def validate_resource(resource: dict) -> None:
+    """Raise HL7Error naming the path of the first invalid element(s); return None if valid."""
+    found = problems(resource)
+    if not found:
+        return
+    resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
+    where = f"{resource_type}/{resource.get('id')}" if isinstance(resource, dict) else "resource"
+    if found[0].path == "resourceType":
+        if found[0].code == "required":
+            raise HL7Error("207", "", f"{where}: the converter produced a resource without resourceType")
+        raise HL7Error("207", str(resource_type), found[0].message)
+    listed = [f"{p.path}: {p.message}" for p in found[:MAX_LISTED]]
+    more = f" (and {len(found) - MAX_LISTED} more)" if len(found) > MAX_LISTED else ""
+    raise HL7Error(
+        "207", found[0].path,
+        f"{where} is not valid FHIR R4: {'; '.join(listed)}{more}; "
+        "fix the mapping (or a site override), then run `fhir-bridge messages reprocess ID`",
+    )
