@@ -58,6 +58,8 @@ def capability_statement(base: str, token_url: str) -> dict:
                                "extension": [{"url": "token", "valueUri": token_url}]}],
             },
             "resource": resources,
+            # POST /fhir (bridge/api/fhir_push.py): validated and versioned like pulled resources.
+            "interaction": [{"code": "transaction"}, {"code": "batch"}],
         }],
     }
 

@@ -12,6 +12,7 @@ import pytest
 
 from bridge.api import create_app
 from bridge.services import open_services
+from bridge.validation import problems
 
 from .fhir_support import bearer, consent, put, seed, settle
 
@@ -65,6 +66,8 @@ def test_metadata_is_public_and_describes_search(client):
     patient = next(r for r in body["rest"][0]["resource"] if r["type"] == "Patient")
     assert {p["name"] for p in patient["searchParam"]} >= {"identifier", "name", "family", "given", "birthdate", "gender"}
     assert patient["operation"][0]["name"] == "everything"
+    assert {i["code"] for i in body["rest"][0]["interaction"]} == {"transaction", "batch"}
+    assert problems(body) == [], "the CapabilityStatement is itself valid FHIR R4"
 
 
 def test_read_vread_etag_and_gzip(client, org_a):
