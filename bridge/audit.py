@@ -9,15 +9,24 @@ tokens and salts never appear.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from anchoring.db import Database
-from anchoring.jcs import canonicalize
 
-from .store import TIME_MARK, VERSION_MARK, CanonicalResource, ResourceStore, content_key, with_version_meta
+from .store import (
+    TIME_MARK,
+    VERSION_MARK,
+    CanonicalResource,
+    NewVersion,
+    ResourceStore,
+    content_key,
+    new_version,
+    with_version_meta,
+)
 
 EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
               "display": "RESTful Operation"}
@@ -93,7 +102,7 @@ def now_instant() -> str:
 
 @dataclass
 class _Pending:
-    prepared: CanonicalResource
+    prepared: CanonicalResource | NewVersion
     recorded: str
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -115,7 +124,7 @@ class AuditWriter:
         self._pending: list[_Pending] = []
         self._leading = False
 
-    def write(self, prepared: CanonicalResource, recorded: str) -> None:
+    def write(self, prepared: CanonicalResource | NewVersion, recorded: str) -> None:
         item = _Pending(prepared, recorded)
         with self._lock:
             self._pending.append(item)
@@ -135,7 +144,10 @@ class AuditWriter:
         try:
             with self.db.transaction(write=True) as cur:
                 for item in batch:
-                    self.store.put_canonical(cur, item.prepared, item.recorded)
+                    if isinstance(item.prepared, NewVersion):  # computed before the lock: inserts only
+                        self.store.put_new(cur, item.prepared)
+                    else:
+                        self.store.put_canonical(cur, item.prepared, item.recorded)
         except BaseException as exc:  # every waiting request learns that its event was not stored
             for item in batch:
                 item.error = exc
@@ -153,12 +165,16 @@ def record(writer: AuditWriter, access: Access, outcome: str, description: str, 
     """Store the AuditEvent (its leaf queued in the same transaction); returns its id once committed."""
     recorded = now_instant()
     event = audit_event(access, outcome, description, recorded, source)
-    writer.write(prepare(event), recorded)
+    # A fresh UUID id: always version 1, so everything but the inserts is done outside the write lock.
+    writer.write(new_version(event, prepare(event), recorded), recorded)
     return event["id"]
 
 
 def prepare(event: dict) -> CanonicalResource:
     """:func:`bridge.store.canonical_resource` for an AuditEvent, with the fast JCS path (an AuditEvent
     holds no numbers, so the C JSON encoder's sorted output is its JCS; tested against ``rfc8785``)."""
-    template = canonicalize(with_version_meta(event, VERSION_MARK, TIME_MARK))  # type: ignore[arg-type]
-    return CanonicalResource("AuditEvent", event["id"], content_key(event), template)
+    # audit_event() builds only strings and one bool under fixed ASCII names, so the C encoder's
+    # sorted output is JCS without canonicalize()'s walk over the value (about 0.15 ms a request).
+    text = json.dumps(with_version_meta(event, VERSION_MARK, TIME_MARK), ensure_ascii=False, sort_keys=True,
+                      separators=(",", ":"), allow_nan=False)
+    return CanonicalResource("AuditEvent", event["id"], content_key(event), text.encode("utf-8"))

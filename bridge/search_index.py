@@ -197,6 +197,21 @@ def index_version(cur: Cursor, res_type: str, res_id: str, version: int, last_up
         )
 
 
+def index_new(cur: Cursor, res_type: str, res_id: str, last_updated: str, patient: str | None,
+              rows: list[tuple[str, str]]) -> None:
+    """Index the first version of a resource whose ``patient`` and :func:`extract` rows were computed
+    before the transaction (the AuditWriter's batches hold the write lock for less)."""
+    cur.execute(
+        "INSERT INTO resource_current (res_type, res_id, version, last_updated, patient) VALUES (?, ?, 1, ?, ?)",
+        (res_type, res_id, last_updated, patient),
+    )
+    if rows:
+        cur.executemany(
+            "INSERT INTO search_tokens (res_type, res_id, param, value) VALUES (?, ?, ?, ?)",
+            [(res_type, res_id, p, v) for p, v in rows],
+        )
+
+
 def rebuild(cur: Cursor, versions: Iterable[tuple[str, str, int, str, bytes]]) -> int:
     """Index the given current versions (type, id, version, lastUpdated, content); returns how many."""
     count = 0

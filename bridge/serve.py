@@ -59,6 +59,9 @@ def _gunicorn_command(config: Config) -> list[str]:
         sys.executable, "-m", "gunicorn",
         "--bind", f"{config.host}:{config.port}",
         "--workers", str(config.workers),
+        # threads, not only processes: the requests of one worker waiting on the audit commit at the
+        # same moment share its fsync (bridge.audit.AuditWriter); a sync worker commits one at a time
+        "--worker-class", "gthread", "--threads", str(config.threads),
         "--access-logfile", "-",
         "--graceful-timeout", "10",
         "bridge.api:create_app()",

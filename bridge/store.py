@@ -132,6 +132,31 @@ def canonical_resource(resource: dict, key: str | None = None) -> CanonicalResou
 
 
 @dataclass(frozen=True)
+class NewVersion:
+    """Version 1 of a resource whose id is new by construction (an AuditEvent's random UUID), every
+    byte computed before the write transaction, so the write lock is held only for the inserts."""
+
+    res_type: str
+    res_id: str
+    last_updated: str
+    content: bytes
+    salt: bytes
+    sha256: str
+    key: str
+    patient: str | None
+    tokens: list[tuple[str, str]]
+
+
+def new_version(resource: dict, prepared: CanonicalResource, last_updated: str) -> NewVersion:
+    """Pure apart from the random salt: what :meth:`ResourceStore.put_new` stores."""
+    content = prepared.content(1, last_updated)
+    salt = os.urandom(SALT_SIZE)
+    return NewVersion(prepared.res_type, prepared.res_id, last_updated, content, salt, salted_sha256(salt, content),
+                      prepared.key, search_index.patient_of(resource),
+                      search_index.extract(with_version_meta(resource, 1, last_updated)))
+
+
+@dataclass(frozen=True)
 class VersionRef:
     res_type: str
     res_id: str
@@ -215,6 +240,17 @@ class ResourceStore:
         )
         search_index.index_version(cur, res_type, res_id, version, last_updated, content)
         return VersionRef(res_type, res_id, version, created=True)
+
+    def put_new(self, cur: Cursor, new: NewVersion) -> VersionRef:
+        """Store a :class:`NewVersion` and queue its leaf; an id that exists already fails the
+        transaction (primary key) rather than being overwritten."""
+        queue_id = MerkleLog.enqueue(cur, leaf_data(new.res_type, new.res_id, 1, new.sha256))
+        cur.execute(
+            f"INSERT INTO resource_versions ({_COLUMNS}, content_key) VALUES (?, ?, 1, ?, ?, ?, ?, ?, NULL, ?)",
+            (new.res_type, new.res_id, new.last_updated, new.content, new.salt, new.sha256, queue_id, new.key),
+        )
+        search_index.index_new(cur, new.res_type, new.res_id, new.last_updated, new.patient, new.tokens)
+        return VersionRef(new.res_type, new.res_id, 1, created=True)
 
     def read(self, res_type: str, res_id: str, version: int | None = None) -> StoredVersion | None:
         """One version (default: the latest)."""

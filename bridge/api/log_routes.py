@@ -54,6 +54,9 @@ def vkey() -> Response:
 @blueprint.get("/proof/inclusion")
 def inclusion() -> Response:
     log = services().log
+    form = request.args.get("format", "json")
+    if form not in ("json", "tlog-proof"):
+        raise ApiError(400, "value", f"query parameter format must be json or tlog-proof, found {form[:40]!r}", "format")
     latest = log.latest_checkpoint()
     index = _int_arg("index")
     size = _int_arg("size", latest.checkpoint.size if latest else None)
@@ -62,7 +65,7 @@ def inclusion() -> Response:
     except LogError as exc:
         raise ApiError(404 if size > log.size() else 400, "not-found" if size > log.size() else "value", str(exc)) from None
     stored = log.stored_checkpoint(size)
-    if request.args.get("format") == "tlog-proof":
+    if form == "tlog-proof":
         if stored is None:
             raise ApiError(404, "not-found", f"no signed checkpoint of size {size}; ask for the latest size", "size")
         return Response(format_tlog_proof(index, hashes, stored.note), content_type=TEXT)

@@ -83,6 +83,8 @@ def test_consistency_proof(client, services):
         ("/log/proof/inclusion?index=-1&size=3", 400, "index"),
         ("/log/proof/inclusion?index=abc&size=3", 400, "index"),
         ("/log/proof/inclusion?index=3&size=3", 400, None),
+        ("/log/proof/inclusion?index=0&size=3&format=", 400, "format"),
+        ("/log/proof/inclusion?index=0&size=3&format=xml", 400, "format"),
         ("/log/proof/inclusion?index=0&size=99", 404, None),
         ("/log/proof/consistency?from=0&to=3", 400, None),
         ("/log/proof/consistency?from=2&to=99", 404, None),

@@ -44,7 +44,9 @@ RELATIONAL = {"/log/proof/inclusion", "/log/proof/consistency", "/auth/token"}
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: CI must not pass or fail by the draw; a new finding comes from changing the code or
+# the description, and then fails every run until fixed.
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_documented_behaviour(case):
     excluded = [positive_data_acceptance] if case.path in RELATIONAL else []
     case.call_and_validate(excluded_checks=excluded)
