@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +32,10 @@ def mllp_server(pipeline):
 
 @pytest.fixture(scope="session")
 def mllp_send() -> str:
-    path = shutil.which("mllp_send")
+    # Beside this interpreter first: pip puts console scripts there, and a version manager's PATH
+    # shims may not know a script installed a moment ago.
+    sibling = Path(sys.executable).with_name("mllp_send")
+    path = str(sibling) if sibling.exists() else shutil.which("mllp_send")
     if path is None:
         missing("mllp_send (python-hl7's console script)", "pip install hl7")
     return path
