@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
+from bridge.audit import AuditWriter
 from bridge.auth.registry import Client
 from bridge.fhir_data import FhirData
 from bridge.services import Services
@@ -81,3 +84,19 @@ def bearer(services: Services, org: str, scopes: str = "system/*.rs", client_id:
     client = Client(client_id or f"client-{org}", org, {}, scopes.split())
     token, _ = services.registry.issue_token(client, client.scopes, int(time.time()))
     return {"Authorization": f"Bearer {token}"}
+
+
+def audit_writer(services: Services) -> tuple[FhirData, AuditWriter]:
+    """The FHIR tables and an AuditWriter on them, as a gunicorn worker has."""
+    data = FhirData(services.db, services.log)
+    data.ensure_schema()
+    return data, AuditWriter(services.db, data.store)
+
+
+def in_threads(count: int, work: Callable[[], None]) -> None:
+    """Run ``work`` in ``count`` threads at once (concurrent requests of one worker) and wait for all."""
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 
-from bridge.audit import Access, AuditWriter, audit_event, now_instant, prepare
+from bridge.audit import Access, audit_event, now_instant, prepare
 from bridge.cli import main
 from bridge.consent import decide, rules_of, validate_consent
-from bridge.fhir_data import FhirData
 from bridge.services import open_services
 
-from .fhir_support import consent
+from .fhir_support import audit_writer, consent, in_threads
 
 
 def test_rules_and_decisions():
@@ -36,9 +34,7 @@ def test_rules_and_decisions():
 
 def test_group_commit_stores_every_event_once(config):
     services = open_services(config)
-    data = FhirData(services.db, services.log)
-    data.ensure_schema()
-    writer = AuditWriter(services.db, data.store)
+    data, writer = audit_writer(services)
     ids: list[str] = []
 
     def work() -> None:
@@ -47,11 +43,7 @@ def test_group_commit_stores_every_event_once(config):
             writer.write(prepare(event), event["recorded"])
             ids.append(event["id"])
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(6, work)
     try:
         assert len(ids) == 120
         stored = [data.current("AuditEvent", i) for i in ids]

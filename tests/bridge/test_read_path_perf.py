@@ -3,16 +3,19 @@ the write lock, the cross-process write lock of SqliteDatabase, and gthread work
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 
 from anchoring.db import SqliteDatabase
-from bridge.audit import Access, AuditWriter, audit_event, now_instant, prepare, record
+from bridge.audit import Access, audit_event, now_instant, prepare, record
 from bridge.config import load_config
 from bridge.fhir_data import FhirData
 from bridge.serve import _gunicorn_command
 from bridge.services import open_services
 from bridge.store import new_version
+
+from .fhir_support import audit_writer, in_threads
 
 
 def _rows(db, res_id):  # type: ignore[no-untyped-def]
@@ -45,7 +48,7 @@ def test_put_new_stores_what_put_canonical_stores(config):
         assert v2[0] == 1 and v2[1] == v1[1] and c1 == c2 and t1 == t2 and t1
         assert v2[2] == v1[2].replace(slow["id"].encode(), fast["id"].encode())
         stored = data.store.read("AuditEvent", fast["id"])
-        assert stored is not None and stored.sha256 == __import__("hashlib").sha256(stored.salt + stored.content).hexdigest()
+        assert stored is not None and stored.sha256 == hashlib.sha256(stored.salt + stored.content).hexdigest()
         assert services.log.queued() == 2, "each leaf is queued in the transaction that stores its event"
     finally:
         services.close()
@@ -53,20 +56,14 @@ def test_put_new_stores_what_put_canonical_stores(config):
 
 def test_record_under_threads_stores_each_event_once(config):
     services = open_services(config)
-    data = FhirData(services.db, services.log)
-    data.ensure_schema()
-    writer = AuditWriter(services.db, data.store)
+    data, writer = audit_writer(services)
     ids: list[str] = []
 
     def work() -> None:
         for _ in range(15):
             ids.append(record(writer, Access("read", "org-a", "c", {"Patient/p1"}), "0", "ok", "test"))
 
-    threads = [threading.Thread(target=work) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(5, work)
     try:
         assert len(set(ids)) == 75
         assert all(data.current("AuditEvent", i) is not None for i in ids)
