@@ -68,6 +68,7 @@ CREATE INDEX IF NOT EXISTS log_entries_queue_id ON log_entries (queue_id) WHERE 
 """
 
 TILE_CACHE_SIZE = 4096  # tiles of at most 16 KiB: 64 MiB, every leaf tile of a 10^6-leaf log
+ENQUEUE_CHUNK = 500  # entries per INSERT: one round trip for a group's leaves, under every parameter limit
 DELETE_CHUNK = 500  # ids per DELETE statement: far fewer round trips than one per row, under SQLite's 32,766-parameter limit
 FOLD_CACHE_SIZE = 4096  # hashes of right-edge ranges, 32 bytes each
 
@@ -301,6 +302,24 @@ class MerkleLog:
         if row is None:
             raise LogError("the database returned no id for the queued entry")
         return int(row[0])
+
+    @staticmethod
+    def enqueue_many(cur: Cursor, data: Sequence[bytes]) -> list[int]:
+        """:meth:`enqueue` for several entries with one statement per :data:`ENQUEUE_CHUNK`; the queue
+        ids, in the order of ``data``.
+
+        Ids are drawn in row order within one INSERT (SQLite's rowid, PostgreSQL's sequence), so the
+        returned ids sorted are the rows' ids in order, whatever order RETURNING lists them in.
+        """
+        ids: list[int] = []
+        for at in range(0, len(data), ENQUEUE_CHUNK):
+            chunk = data[at : at + ENQUEUE_CHUNK]
+            cur.execute(f"INSERT INTO log_queue (data) VALUES {', '.join(['(?)'] * len(chunk))} RETURNING id", chunk)
+            got = sorted(int(row[0]) for row in cur.fetchall())
+            if len(got) != len(chunk):
+                raise LogError(f"the database returned {len(got)} ids for {len(chunk)} queued entries")
+            ids += got
+        return ids
 
     def index_of_queued(self, queue_id: int) -> int | None:
         """The index the entry queued as ``queue_id`` was given, or None while it waits."""

@@ -160,8 +160,13 @@ class Inbox:
 
     def get(self, message_id: int) -> InboxMessage:
         with self.db.transaction() as cur:
-            cur.execute(f"SELECT {_COLUMNS} FROM inbox_messages WHERE id = ?", (message_id,))
-            row = cur.fetchone()
+            return self.read(cur, message_id)
+
+    @staticmethod
+    def read(cur: Cursor, message_id: int) -> InboxMessage:
+        """One message, inside the caller's transaction."""
+        cur.execute(f"SELECT {_COLUMNS} FROM inbox_messages WHERE id = ?", (message_id,))
+        row = cur.fetchone()
         if row is None:
             raise IngestError(f"no message {message_id} in the inbox: `fhir-bridge messages list` shows the ids")
         return _message(row)

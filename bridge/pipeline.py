@@ -22,8 +22,8 @@ from anchoring.db import Cursor, Database
 from . import ack
 from .hl7.types import Conversion, HL7Error, MessageHeader
 from .inbox import ERROR, RECEIVED, STORED, Inbox, InboxMessage, content_sha256
-from .provenance import build_provenance
-from .store import CanonicalResource, ResourceStore, canonical_resource, content_key
+from .provenance import build_provenance, provenance_id
+from .store import CanonicalResource, ResourceStore, VersionBatch, canonical_resource, content_key
 from .validation import validate_resource
 
 log = logging.getLogger("fhir_bridge.pipeline")
@@ -109,7 +109,7 @@ def _checked(resource: dict, validate: Callable[[dict], None]) -> CanonicalResou
     if known is not None and known.res_type == resource.get("resourceType") and known.res_id == resource.get("id"):
         return known
     validate(resource)
-    checked = canonical_resource(resource, key)
+    checked = canonical_resource(resource)
     if len(_VALIDATED) >= VALIDATED_CACHE_SIZE:
         _VALIDATED.clear()
     _VALIDATED[key] = checked
@@ -200,44 +200,76 @@ class Pipeline:
         return self.ingest_many([Incoming(raw, source)])[0]
 
     def ingest_many(self, items: Sequence[Incoming]) -> list[Outcome]:
-        """Keep, convert and store a group of messages; one outcome per item, in order. Never raises."""
+        """Keep, convert and store a group of messages; one outcome per item, in order. Never raises.
+
+        Conversion comes first (pure computing, in worker processes when configured); then one
+        transaction keeps every raw message with its versions, Provenance, leaves and status, so a
+        group costs one commit.  Nothing is acknowledged before that commit, so a crash in between
+        loses nothing a sender was told of.  If the group cannot be committed, the raw messages are
+        kept on their own first and their versions stored one message at a time.
+        """
         now = self.clock()
         heads = [self.header(item.raw) for item in items]
         digests = [content_sha256(item.raw) for item in items]
+        prepared = self._prepare_items(items, heads)
         try:
             with self.db.transaction(write=True) as cur:
-                kept = [
-                    Inbox.receive(cur, item.raw, h.sender if ok else "", h.control_id if ok else "",
-                                  _type_label(h), item.source, now, digest)
-                    for item, (h, ok, _), digest in zip(items, heads, digests, strict=True)
-                ]
+                kept = self._keep(cur, items, heads, digests, now)
+                work, earlier = self._work(cur, items, heads, digests, kept, prepared, now)
+                finished = self._store(cur, list(work.values()))
+            return _in_order(kept, earlier, finished)
+        except Exception as exc:
+            log.warning("the group commit of %d message(s) failed (%s); keeping them first", len(items), exc)
+        try:
+            with self.db.transaction(write=True) as cur:
+                kept = self._keep(cur, items, heads, digests, now)
+                work, earlier = self._work(cur, items, heads, digests, kept, prepared, now)
         except Exception as exc:
             log.error("could not keep %d message(s): %s", len(items), exc)
             failure = HL7Error("207", "", "the bridge could not store the message (database unavailable); resend it later")
             return [Outcome(None, h, ok, NOT_KEPT, failure) for h, ok, _ in heads]
+        return _in_order(kept, earlier, self._process(list(work.values())))
 
+    @staticmethod
+    def _keep(cur: Cursor, items: Sequence[Incoming], heads: list, digests: list[str], now: str) -> list[tuple[int, bool]]:
+        return [
+            Inbox.receive(cur, item.raw, h.sender if ok else "", h.control_id if ok else "", _type_label(h),
+                          item.source, now, digest)
+            for item, (h, ok, _), digest in zip(items, heads, digests, strict=True)
+        ]
+
+    @staticmethod
+    def _work(
+        cur: Cursor, items: Sequence[Incoming], heads: list, digests: list[str], kept: list[tuple[int, bool]],
+        prepared: list[Prepared | None], now: str,
+    ) -> tuple[dict[int, _Work], dict[int, Outcome]]:
+        """What is left to store, by message id, and the outcomes of messages finished earlier."""
         work: dict[int, _Work] = {}
         earlier: dict[int, Outcome] = {}
-        for item, (h, ok, err), digest, (message_id, duplicate) in zip(items, heads, digests, kept, strict=True):
+        for item, (h, ok, err), digest, (message_id, duplicate), p in zip(
+            items, heads, digests, kept, prepared, strict=True
+        ):
             if message_id in work:  # the same message twice in one group
                 continue
             received_at = now
             if duplicate:
-                previous = self.inbox.get(message_id)
+                previous = Inbox.read(cur, message_id)
                 if previous.status != RECEIVED:  # a message kept but never finished is finished now
                     earlier[message_id] = _outcome_from_row(previous, h, ok)
                     continue
                 received_at = previous.received_at
-            work[message_id] = _Work(message_id, h, ok, err, digest, received_at, item.raw)
+            w = _Work(message_id, h, ok, err, digest, received_at, item.raw, p)
             if item.rejected is not None:
-                work[message_id].prepared = Prepared(error=item.rejected)
-        finished = self._process(list(work.values()))
-        out = []
-        for message_id, duplicate in kept:
-            done = earlier.get(message_id) or finished[message_id]
-            if duplicate:
-                done = Outcome(**{**done.__dict__, "duplicate": True})
-            out.append(done)
+                w.prepared = Prepared(error=item.rejected)
+            work[message_id] = w
+        return work, earlier
+
+    def _prepare_items(self, items: Sequence[Incoming], heads: list) -> list[Prepared | None]:
+        """Convert and validate each item whose header is readable and that is not rejected already."""
+        todo = [i for i, (item, (_, ok, _)) in enumerate(zip(items, heads, strict=True)) if ok and item.rejected is None]
+        out: list[Prepared | None] = [None] * len(items)
+        for i, result in zip(todo, self._prepare_raws([items[i].raw for i in todo]), strict=True):
+            out[i] = result
         return out
 
     def reprocess(self, message_id: int) -> Outcome:
@@ -256,17 +288,17 @@ class Pipeline:
 
     # -- converting and storing -------------------------------------------------------------------
 
-    def _prepare(self, work: list[_Work]) -> None:
-        todo = [w for w in work if w.header_readable and w.prepared is None]
-        results: list[Prepared] | None = None
-        if self._prepare_many is not None and len(todo) > 1:
+    def _prepare_raws(self, raws: list[bytes]) -> list[Prepared]:
+        if self._prepare_many is not None and len(raws) > 1:
             try:
-                results = self._prepare_many([w.raw for w in todo])
+                return self._prepare_many(raws)
             except Exception as exc:  # a worker process died: convert here rather than fail the group
                 log.error("conversion workers failed (%s); converting in this process", exc)
-        if results is None:
-            results = [prepare(w.raw, self.convert) for w in todo]
-        for w, result in zip(todo, results, strict=True):
+        return [prepare(raw, self.convert) for raw in raws]
+
+    def _prepare(self, work: list[_Work]) -> None:
+        todo = [w for w in work if w.header_readable and w.prepared is None]
+        for w, result in zip(todo, self._prepare_raws([w.raw for w in todo]), strict=True):
             w.prepared = result
         for w in work:
             if w.prepared is None:
@@ -292,20 +324,35 @@ class Pipeline:
 
     def _commit(self, work: list[_Work]) -> dict[int, Outcome]:
         with self.db.transaction(write=True) as cur:
-            self.store.lock(cur, [(c.res_type, c.res_id) for w in work if w.prepared for c in w.prepared.canonical])
-            return {w.message_id: self._finish(cur, w) for w in work}
+            return self._store(cur, work)
 
-    def _finish(self, cur: Cursor, w: _Work) -> Outcome:
+    def _store(self, cur: Cursor, work: list[_Work]) -> dict[int, Outcome]:
+        """Store the versions of each message (or record its error), inside the caller's transaction."""
+        for w in work:
+            if w.prepared is None:
+                w.prepared = Prepared(error=w.header_error)
+        keys = []
+        for w in work:
+            if w.prepared is not None and w.prepared.error is None and w.prepared.canonical:
+                keys += [(c.res_type, c.res_id) for c in w.prepared.canonical]
+                keys.append(("Provenance", provenance_id(w.digest)))
+        self.store.lock(cur, keys)
+        batch = self.store.batch(cur, self.store.latest(cur, keys))  # one lookup and one write per table
+        done = {w.message_id: self._finish(cur, w, batch) for w in work}
+        batch.flush()
+        return done
+
+    def _finish(self, cur: Cursor, w: _Work, batch: VersionBatch) -> Outcome:
         now, p = self.clock(), w.prepared
         assert p is not None  # set by _prepare
         if p.error is not None:
             code = ack.application_code(False, p.error, w.header_readable)
             Inbox.mark_error(cur, w.message_id, p.error, code, now, p.unmapped, _type_label(w.header))
             return Outcome(w.message_id, w.header, w.header_readable, ERROR, p.error, unmapped=p.unmapped)
-        refs = [self.store.put_canonical(cur, c, now, w.message_id).reference for c in p.canonical]
+        refs = [batch.put(c, now, w.message_id).reference for c in p.canonical]
         if refs:
-            provenance = build_provenance(w.digest, w.header, w.received_at, refs)
-            refs.append(self.store.put(cur, provenance, now, w.message_id).reference)
+            provenance = canonical_resource(build_provenance(w.digest, w.header, w.received_at, refs))
+            refs.append(batch.put(provenance, now, w.message_id).reference)
         Inbox.mark_stored(cur, w.message_id, refs, p.unmapped, p.warnings, now)
         return Outcome(w.message_id, w.header, True, STORED, None, versions=refs, unmapped=p.unmapped)
 
@@ -326,6 +373,14 @@ class Pipeline:
 
 def _type_label(header: MessageHeader) -> str:
     return header.message_type + (f"^{header.message_structure}" if header.message_structure else "")
+
+
+def _in_order(kept: list[tuple[int, bool]], earlier: dict[int, Outcome], finished: dict[int, Outcome]) -> list[Outcome]:
+    out = []
+    for message_id, duplicate in kept:
+        done = earlier.get(message_id) or finished[message_id]
+        out.append(Outcome(**{**done.__dict__, "duplicate": True}) if duplicate else done)
+    return out
 
 
 def _outcome_from_row(row: InboxMessage, header: MessageHeader, readable: bool) -> Outcome:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from anchoring.db import Cursor
 
@@ -182,19 +182,42 @@ def extract(resource: dict) -> list[tuple[str, str]]:
 def index_version(cur: Cursor, res_type: str, res_id: str, version: int, last_updated: str, content: bytes) -> None:
     """Make ``version`` the indexed current version (called in the transaction that stores it)."""
     resource = json.loads(content)
-    cur.execute("DELETE FROM search_tokens WHERE res_type = ? AND res_id = ?", (res_type, res_id))
-    cur.execute(
+    index_current(cur, res_type, res_id, version, last_updated, patient_of(resource), extract(resource))
+
+
+class IndexEntry(NamedTuple):
+    """A resource's current version as the index holds it."""
+
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: str
+    patient: str | None
+    tokens: tuple[tuple[str, str], ...]
+    replaces: bool  # the resource may have rows already (False: new, nothing to clear)
+
+
+def index_current(cur: Cursor, res_type: str, res_id: str, version: int, last_updated: str, patient: str | None,
+                  rows: Iterable[tuple[str, str]], replaces: bool = True) -> None:
+    """Make ``version`` the indexed current version, its ``patient`` and :func:`extract` rows computed
+    beforehand."""
+    index_many(cur, [IndexEntry(res_type, res_id, version, last_updated, patient, tuple(rows), replaces)])
+
+
+def index_many(cur: Cursor, entries: list[IndexEntry]) -> None:
+    """:func:`index_current` for several resources (each once), with one statement per kind of row."""
+    cleared = [(e.res_type, e.res_id) for e in entries if e.replaces]
+    if cleared:
+        cur.executemany("DELETE FROM search_tokens WHERE res_type = ? AND res_id = ?", cleared)
+    cur.executemany(
         "INSERT INTO resource_current (res_type, res_id, version, last_updated, patient) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (res_type, res_id) DO UPDATE SET version = excluded.version, "
         "last_updated = excluded.last_updated, patient = excluded.patient",
-        (res_type, res_id, version, last_updated, patient_of(resource)),
+        [(e.res_type, e.res_id, e.version, e.last_updated, e.patient) for e in entries],
     )
-    rows = extract(resource)
-    if rows:
-        cur.executemany(
-            "INSERT INTO search_tokens (res_type, res_id, param, value) VALUES (?, ?, ?, ?)",
-            [(res_type, res_id, p, v) for p, v in rows],
-        )
+    params = [(e.res_type, e.res_id, p, v) for e in entries for p, v in e.tokens]
+    if params:
+        cur.executemany("INSERT INTO search_tokens (res_type, res_id, param, value) VALUES (?, ?, ?, ?)", params)
 
 
 def index_new(cur: Cursor, res_type: str, res_id: str, last_updated: str, patient: str | None,

@@ -17,17 +17,16 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
-
-import rfc8785
 
 from anchoring.db import Cursor, Database
 from anchoring.log import MerkleLog
 
 from . import search_index
+from .canonical import canonical, canonical_string
 from .errors import IngestError
 
 SALT_SIZE = 32
+LATEST_CHUNK = 400  # (type, id) pairs per lookup: 800 parameters, under every SQLite's limit
 
 _DDL = {"sqlite": {"blob": "BLOB", "bigint": "INTEGER"}, "postgresql": {"blob": "BYTEA", "bigint": "BIGINT"}}
 
@@ -48,41 +47,17 @@ CREATE TABLE IF NOT EXISTS resource_versions (
 CREATE INDEX IF NOT EXISTS resource_versions_queue_id ON resource_versions (queue_id)
 """
 
-_VERSION_META = ("versionId", "lastUpdated")
-
-
-def canonical(value: Any) -> bytes:
-    """RFC 8785 (JCS) canonical JSON."""
-    return rfc8785.dumps(value)
-
-
 def salted_sha256(salt: bytes, canonical_resource: bytes) -> str:
     return hashlib.sha256(salt + canonical_resource).hexdigest()
 
 
 def leaf_data(res_type: str, res_id: str, version: int, sha256_hex: str) -> bytes:
-    """The log entry for one version: no content, only a salted commitment to it."""
-    return canonical({"type": res_type, "id": res_id, "version": version, "sha256": sha256_hex})
-
-
-def without_version_meta(resource: dict) -> dict:
-    """The resource less ``meta.versionId``/``meta.lastUpdated`` (what "same content" compares)."""
-    meta = resource.get("meta")
-    if not isinstance(meta, dict) or not any(k in meta for k in _VERSION_META):
-        return resource
-    out = dict(resource)
-    rest = {k: v for k, v in meta.items() if k not in _VERSION_META}
-    if rest:
-        out["meta"] = rest
-    else:
-        del out["meta"]
-    return out
-
-
-def content_key(resource: dict) -> str:
-    """A deterministic digest of the content, meta aside; private to the store, never logged."""
-    text = json.dumps(without_version_meta(resource), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """The log entry for one version: no content, only a salted commitment to it; the JCS of
+    ``{"type", "id", "version", "sha256"}``, written directly (names in JCS order)."""
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 < version <= 2**53 - 1:
+        return canonical({"type": res_type, "id": res_id, "version": version, "sha256": sha256_hex})
+    return b"".join((b'{"id":', canonical_string(res_id), b',"sha256":', canonical_string(sha256_hex),
+                     b',"type":', canonical_string(res_type), b',"version":', str(version).encode(), b"}"))
 
 
 def with_version_meta(resource: dict, version: int, last_updated: str) -> dict:
@@ -99,36 +74,52 @@ def with_version_meta(resource: dict, version: int, last_updated: str) -> dict:
 # JCS escapes U+0000, so a placeholder cannot arise from ordinary text; a resource that contains one
 # anyway is canonicalised again in full.
 VERSION_MARK, TIME_MARK = "\x00fhir-bridge:versionId\x00", "\x00fhir-bridge:lastUpdated\x00"
-_VERSION_BYTES, _TIME_BYTES = canonical(VERSION_MARK), canonical(TIME_MARK)
+_VERSION_BYTES, _TIME_BYTES = canonical_string(VERSION_MARK), canonical_string(TIME_MARK)
+
+
+def content_key(resource: dict) -> str:
+    """A deterministic digest of the content, ``meta.versionId``/``lastUpdated`` aside (the digest of
+    the canonical template); private to the store, never logged."""
+    return _key(canonical(with_version_meta(resource, VERSION_MARK, TIME_MARK)))  # type: ignore[arg-type]
+
+
+def _key(template: bytes) -> str:
+    return hashlib.sha256(template).hexdigest()
 
 
 @dataclass(frozen=True)
 class CanonicalResource:
-    """A resource ready to store: its key, and its JCS with placeholders for the version meta."""
+    """A resource ready to store: its key, its JCS with placeholders for the version meta, and
+    (when computed beforehand) its compartment and search rows, which no version meta affects."""
 
     res_type: str
     res_id: str
     key: str
     template: bytes | None  # None: the content holds a placeholder; ``resource`` is canonicalised in full
     resource: dict | None = None
+    patient: str | None = None
+    tokens: tuple[tuple[str, str], ...] | None = None  # None: not computed; read from the content when stored
 
     def content(self, version: int, last_updated: str) -> bytes:
         if self.template is None:
             assert self.resource is not None  # set whenever template is None
             return canonical(with_version_meta(self.resource, version, last_updated))
-        return self.template.replace(_VERSION_BYTES, canonical(str(version))).replace(_TIME_BYTES, canonical(last_updated))
+        return self.template.replace(_VERSION_BYTES, canonical_string(str(version))).replace(
+            _TIME_BYTES, canonical_string(last_updated))
 
 
-def canonical_resource(resource: dict, key: str | None = None) -> CanonicalResource:
-    """Pure and picklable: what :meth:`ResourceStore.put_canonical` needs, computed anywhere."""
+def canonical_resource(resource: dict) -> CanonicalResource:
+    """Pure and picklable: what :meth:`ResourceStore.put_canonical` needs, computed anywhere (a
+    worker process converting HL7v2 computes it all, so the writer only inserts)."""
     res_type, res_id = resource.get("resourceType"), resource.get("id")
     if not isinstance(res_type, str) or not isinstance(res_id, str) or not res_type or not res_id:
         raise IngestError("a resource to store needs resourceType and id: the converter must assign ids")
-    key = key or content_key(resource)
     template = canonical(with_version_meta(resource, VERSION_MARK, TIME_MARK))  # type: ignore[arg-type]
+    key = _key(template)
+    patient, tokens = search_index.patient_of(resource), tuple(search_index.extract(resource))
     if template.count(_VERSION_BYTES) != 1 or template.count(_TIME_BYTES) != 1:
-        return CanonicalResource(res_type, res_id, key, None, resource)
-    return CanonicalResource(res_type, res_id, key, template)
+        return CanonicalResource(res_type, res_id, key, None, resource, patient, tokens)
+    return CanonicalResource(res_type, res_id, key, template, None, patient, tokens)
 
 
 @dataclass(frozen=True)
@@ -215,31 +206,39 @@ class ResourceStore:
         """Store ``resource`` as a new version unless it equals the latest; queue its leaf."""
         return self.put_canonical(cur, canonical_resource(resource), last_updated, message_id)
 
+    def latest(self, cur: Cursor, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
+        """(version, content key) of the latest version of each (type, id) that has one: one query per
+        :data:`LATEST_CHUNK` keys instead of one per resource."""
+        found: dict[tuple[str, str], tuple[int, str]] = {}
+        wanted = sorted(set(keys))
+        for at in range(0, len(wanted), LATEST_CHUNK):
+            chunk = wanted[at : at + LATEST_CHUNK]
+            pairs = ", ".join(["(?, ?)"] * len(chunk))
+            cur.execute(
+                "SELECT c.res_type, c.res_id, v.version, v.content_key FROM resource_current c "
+                "JOIN resource_versions v ON v.res_type = c.res_type AND v.res_id = c.res_id AND v.version = c.version "
+                f"WHERE (c.res_type, c.res_id) IN (VALUES {pairs})",
+                [part for key in chunk for part in key],
+            )
+            for res_type, res_id, version, key in cur.fetchall():
+                found[(res_type, res_id)] = (int(version), key)
+        return found
+
     def put_canonical(
-        self, cur: Cursor, prepared: CanonicalResource, last_updated: str, message_id: int | None = None
+        self, cur: Cursor, prepared: CanonicalResource, last_updated: str, message_id: int | None = None,
     ) -> VersionRef:
-        res_type, res_id = prepared.res_type, prepared.res_id
+        """Store a prepared resource unless it equals the latest version; queue its leaf."""
         if self._pg:  # versions of one resource are numbered by one writer at a time
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"{res_type}/{res_id}",))
-        cur.execute(
-            "SELECT version, content_key FROM resource_versions WHERE res_type = ? AND res_id = ? "
-            "ORDER BY version DESC LIMIT 1",
-            (res_type, res_id),
-        )
-        row = cur.fetchone()
-        if row is not None and row[1] == prepared.key:
-            return VersionRef(res_type, res_id, int(row[0]), created=False)
-        version = 1 if row is None else int(row[0]) + 1
-        content = prepared.content(version, last_updated)
-        salt = os.urandom(SALT_SIZE)
-        digest = salted_sha256(salt, content)
-        queue_id = MerkleLog.enqueue(cur, leaf_data(res_type, res_id, version, digest))
-        cur.execute(
-            f"INSERT INTO resource_versions ({_COLUMNS}, content_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (res_type, res_id, version, last_updated, content, salt, digest, queue_id, message_id, prepared.key),
-        )
-        search_index.index_version(cur, res_type, res_id, version, last_updated, content)
-        return VersionRef(res_type, res_id, version, created=True)
+            self.lock(cur, [(prepared.res_type, prepared.res_id)])
+        batch = self.batch(cur, self.latest(cur, [(prepared.res_type, prepared.res_id)]))
+        ref = batch.put(prepared, last_updated, message_id)
+        batch.flush()
+        return ref
+
+    def batch(self, cur: Cursor, latest: dict[tuple[str, str], tuple[int, str]]) -> VersionBatch:
+        """Versions stored in ``cur``'s transaction with one statement per table; ``latest`` (from
+        :meth:`latest`, after :meth:`lock`, for every key the batch stores) is kept up to date."""
+        return VersionBatch(cur, latest)
 
     def put_new(self, cur: Cursor, new: NewVersion) -> VersionRef:
         """Store a :class:`NewVersion` and queue its leaf; an id that exists already fails the
@@ -283,6 +282,49 @@ class ResourceStore:
     def leaf_index(log: MerkleLog, version: StoredVersion) -> int | None:
         """The version's index in the log, or None while its leaf waits for the sequencer."""
         return log.index_of_queued(version.queue_id)
+
+
+class VersionBatch:
+    """New versions decided one by one (numbers, content, salt and leaf at once) and written together
+    by :meth:`flush`: one INSERT per table for the group instead of five statements per version."""
+
+    def __init__(self, cur: Cursor, latest: dict[tuple[str, str], tuple[int, str]]) -> None:
+        self.cur, self.latest = cur, latest
+        self._leaves: list[bytes] = []
+        self._rows: list[tuple] = []
+        self._index: dict[tuple[str, str], search_index.IndexEntry] = {}
+        self._existed = set(latest)  # resources whose search rows may be in the index already
+
+    def put(self, prepared: CanonicalResource, last_updated: str, message_id: int | None = None) -> VersionRef:
+        """The version ``prepared`` becomes (or the latest, if its content is the same)."""
+        key = (prepared.res_type, prepared.res_id)
+        current = self.latest.get(key)
+        if current is not None and current[1] == prepared.key:
+            return VersionRef(*key, current[0], created=False)
+        version = 1 if current is None else current[0] + 1
+        content = prepared.content(version, last_updated)
+        salt = os.urandom(SALT_SIZE)
+        digest = salted_sha256(salt, content)
+        self._leaves.append(leaf_data(*key, version, digest))
+        self._rows.append((*key, version, last_updated, content, salt, digest, message_id, prepared.key))
+        patient, tokens = prepared.patient, prepared.tokens
+        if tokens is None:  # prepared without its search rows: read them from the content
+            resource = json.loads(content)
+            patient, tokens = search_index.patient_of(resource), tuple(search_index.extract(resource))
+        self._index[key] = search_index.IndexEntry(*key, version, last_updated, patient, tokens, key in self._existed)
+        self.latest[key] = (version, prepared.key)
+        return VersionRef(*key, version, created=True)
+
+    def flush(self) -> None:
+        if not self._rows:
+            return
+        queue_ids = MerkleLog.enqueue_many(self.cur, self._leaves)
+        self.cur.executemany(
+            f"INSERT INTO resource_versions ({_COLUMNS}, content_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(*row[:7], queue_id, *row[7:]) for row, queue_id in zip(self._rows, queue_ids, strict=True)],
+        )
+        search_index.index_many(self.cur, list(self._index.values()))
+        self._leaves, self._rows, self._index = [], [], {}
 
 
 def _stored(row: tuple) -> StoredVersion:

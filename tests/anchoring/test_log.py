@@ -9,7 +9,7 @@ import pytest
 from anchoring import merkle, tiles
 from anchoring.checkpoint import open_checkpoint
 from anchoring.errors import LogError
-from anchoring.log import MerkleLog
+from anchoring.log import ENQUEUE_CHUNK, MerkleLog
 
 
 @pytest.fixture
@@ -70,6 +70,23 @@ def test_queued_entries_are_sequenced_in_order(log, db):
     assert log.queued() == 0
     assert [log.entry(i) for i in range(30)] == data
     assert log.state()[1] == merkle.root_from_leaf_hashes([merkle.leaf_hash(d) for d in data])
+
+
+def test_entries_queued_together_keep_their_order_and_ids(log, db):
+    """enqueue_many crosses its chunk size; each returned id names its own entry, in order."""
+    data = entries(2 * ENQUEUE_CHUNK + 3, seed=3)
+    with db.transaction(write=True) as cur:
+        first = MerkleLog.enqueue(cur, b"before")
+        ids = MerkleLog.enqueue_many(cur, data)
+        last = MerkleLog.enqueue(cur, b"after")
+        assert first < ids[0] and ids == sorted(set(ids)) and ids[-1] < last
+        for queue_id, d in zip(ids, data, strict=True):
+            cur.execute("SELECT data FROM log_queue WHERE id = ?", (queue_id,))
+            assert bytes(cur.fetchone()[0]) == d
+    while log.sequence():
+        pass
+    assert [log.index_of_queued(i) for i in ids] == list(range(1, len(data) + 1))
+    assert [log.entry(i) for i in range(1, len(data) + 1)] == data
 
 
 def test_proofs_read_one_tile_per_tile_level_and_never_rehash(db):

@@ -81,6 +81,41 @@ def test_group_with_one_bad_message_stores_the_others(database_url: str, adt: by
         assert pipeline.inbox.counts() == {"stored": 3, "error": 1}
 
 
+# The database refuses to store one patient (a real trigger): the group's single commit fails.
+REFUSE_PATIENT = {
+    "sqlite": ["CREATE TRIGGER refuse_patient BEFORE INSERT ON resource_versions "
+               "WHEN NEW.res_type = 'Patient' AND CAST(NEW.content AS TEXT) LIKE '%REFUSE1%' "
+               "BEGIN SELECT RAISE(ABORT, 'injected'); END"],
+    "postgresql": [
+        "CREATE FUNCTION refuse_patient() RETURNS trigger AS $$ BEGIN IF NEW.res_type = 'Patient' AND "
+        "convert_from(NEW.content, 'UTF8') LIKE '%REFUSE1%' THEN RAISE EXCEPTION 'injected'; END IF; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_patient BEFORE INSERT ON resource_versions FOR EACH ROW EXECUTE FUNCTION refuse_patient()",
+    ],
+}
+
+
+def test_a_group_that_cannot_be_committed_is_kept_then_stored_message_by_message(database_url: str, adt: bytes) -> None:
+    with open_pipeline(database_url) as (pipeline, log):
+        with pipeline.db.transaction(write=True) as cur:
+            for statement in REFUSE_PATIENT[pipeline.db.dialect]:
+                cur.execute(statement)
+        group = variants(adt, 3, "REFUSE")
+        outcomes = pipeline.ingest_many([Incoming(m) for m in group])
+        assert [o.status for o in outcomes] == ["stored", "error", "stored"]
+        refused = outcomes[1]
+        assert refused.committed and refused.ack_code == "AE" and "reprocess" in refused.error.text
+        assert pipeline.inbox.raw(refused.message_id) == group[1]  # kept, though nothing of it is stored
+        assert pipeline.inbox.counts() == {"stored": 2, "error": 1}
+        assert log.queued() == len({v for o in outcomes for v in o.versions})  # no leaf of the refused message
+
+        with pipeline.db.transaction(write=True) as cur:
+            cur.execute("DROP TRIGGER refuse_patient" + (" ON resource_versions" if pipeline.db.dialect == "postgresql" else ""))
+        again = pipeline.reprocess(refused.message_id)
+        assert again.status == "stored" and again.ack_code == "AA"
+        assert pipeline.inbox.counts() == {"stored": 3}
+
+
 def test_validation_error_names_the_path() -> None:
     with pytest.raises(HL7Error) as caught:
         validate_resource({"resourceType": "Patient", "id": "p", "birthDate": "1st of May", "gender": ["x"]})

@@ -1,0 +1,78 @@
+"""The fast JCS path gives rfc8785's bytes, or rfc8785's error, for any JSON value."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import rfc8785
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from bridge.canonical import canonical, canonical_string
+from bridge.store import leaf_data
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "fhir"
+
+# Names and strings drawn from the whole of Unicode (astral characters and lone surrogates included),
+# numbers from all doubles and from integers on both sides of 2**53.
+_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=12)
+_numbers = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**60), 2**60)
+_json = st.recursive(
+    st.none() | st.booleans() | _numbers | _text,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(_text, inner, max_size=5),
+    max_leaves=30,
+)
+
+
+def _rfc8785(value: object) -> bytes | type[Exception]:
+    try:
+        return rfc8785.dumps(value)
+    except Exception as exc:  # noqa: BLE001 - the error type is what is compared
+        return type(exc)
+
+
+def _ours(value: object) -> bytes | type[Exception]:
+    try:
+        return canonical(value)
+    except Exception as exc:  # noqa: BLE001
+        return type(exc)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(_text, _json, max_size=6) | st.lists(_json, max_size=6))
+@example({"value": 1e-07, "b": 1.0, "a": 10.0})           # exponent and trailing ".0" forms
+@example({"n": 2**53, "m": -(2**53) - 1, "k": 9007199254740991})
+@example({"\U0001f600": 1, "\uffff": 2, "a": [0.1, 1e21, 1e16, 123456789.125]})
+@example({"x": "\ud800"})
+@example([float("nan")])
+@example({"n": -0.0})
+def test_same_bytes_or_same_error_as_rfc8785(value: object) -> None:
+    assert _ours(value) == _rfc8785(value)
+
+
+@given(_text)
+def test_strings(text: str) -> None:
+    expected = _rfc8785(text)
+    if isinstance(expected, bytes):
+        assert canonical_string(text) == expected
+    else:
+        with pytest.raises(expected):
+            canonical_string(text)
+
+
+def test_every_corpus_fhir_document_agrees() -> None:
+    files = sorted(CORPUS.rglob("*.json"))
+    assert len(files) > 100, f"the FHIR corpus is missing from {CORPUS}"
+    for path in files:
+        document = json.loads(path.read_bytes())
+        assert canonical(document) == rfc8785.dumps(document), path.name
+
+
+@given(st.from_regex(r"[A-Za-z]{1,20}", fullmatch=True), st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True),
+       st.integers(1, 2**53 - 1), st.from_regex(r"[0-9a-f]{64}", fullmatch=True))
+def test_leaf_data_is_the_jcs_of_its_fields(res_type: str, res_id: str, version: int, digest: str) -> None:
+    assert leaf_data(res_type, res_id, version, digest) == rfc8785.dumps(
+        {"type": res_type, "id": res_id, "version": version, "sha256": digest})
+    assert json.loads(leaf_data(res_type, res_id, version, digest))["version"] == version
