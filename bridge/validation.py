@@ -4,6 +4,10 @@
 for every resource type the converter produces.  A failure becomes an :class:`HL7Error` (207,
 application internal error: the mapping produced something that is not valid FHIR) whose location
 is the FHIR path, so the message is kept, listed with the reason and can be reprocessed.
+
+Validating a model per element costs far more than the rest of ingest; resources of a shape
+accepted before are checked value by value in one call (:mod:`bridge.validation_shapes`), with
+the same verdict, and anything else is validated in full as before.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from . import validation_shapes
 from .hl7.types import HL7Error
 
 MAX_LISTED = 3  # errors named in one message; the rest are counted
@@ -55,8 +60,10 @@ def problems(resource: Any) -> list[Problem]:
         model = _model(resource_type)
     except (ValueError, KeyError):
         return [Problem("not-supported", "resourceType", f"{resource_type[:64]} is not a FHIR R4 resource type")]
+    if validation_shapes.passes(model, resource):
+        return []  # the shape of a resource accepted before, and every value passes its schema
     try:
-        model.model_validate(resource)
+        instance = model.model_validate(resource)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         errors = getattr(exc, "errors", None)
         items = errors() if callable(errors) else []
@@ -67,6 +74,9 @@ def problems(resource: Any) -> list[Problem]:
                     fhir_path(resource_type, tuple(e.get("loc", ()))), str(e.get("msg", "invalid")))
             for e in items
         ]
+    except (TypeError, AttributeError) as exc:  # fhir_core fails this way on some wrong-typed values
+        return [Problem("structure", resource_type, f"not valid FHIR R4 ({type(exc).__name__}: {exc})")]
+    validation_shapes.learn(model, resource, instance)
     return []
 
 
