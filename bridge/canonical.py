@@ -26,11 +26,9 @@ import rfc8785
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode
 
-# Where a number may start (after ':', '[' or ','): most resources have none, and one search for
-# this is cheaper than the full pattern below.
-_NUMBER = re.compile(r"[:\[,]-?[0-9]")
-# A number token whose Python form is not ECMAScript's, or an integer of 16 digits or more.
-_NUMBER_DIFFERS = re.compile(r"[:\[,]-?(?:[0-9]+(?:\.[0-9]+)?[eE][+-]?[0-9]+|[0-9]+\.0|[0-9]{16,})(?=[,\]}])")
+# A number token: after ':', '[' or ',' and before ',', ']' or '}' (a string may hold one too; a
+# false match only costs the slow path).  Resources hold few, so each is looked at in Python.
+_NUMBER = re.compile(r"[:\[,](-?[0-9][0-9.eE+-]*)(?=[,\]}])")
 # A character the UTF-16 order of names or UTF-8 treats differently (only non-ASCII text is searched).
 _CHARACTER_DIFFERS = re.compile(r"[\U00010000-\U0010FFFF\ud800-\udfff]")
 
@@ -43,11 +41,17 @@ def canonical(value: Any) -> bytes:
         text = _ENCODE(value)
     except (ValueError, TypeError):  # NaN or infinity, or a value that is not JSON data
         return rfc8785.dumps(value)
-    if _NUMBER.search(text) is not None and _NUMBER_DIFFERS.search(text) is not None:
-        return rfc8785.dumps(value)
+    for number in _NUMBER.finditer(text):
+        if _number_differs(number.group(1)):
+            return rfc8785.dumps(value)
     if not text.isascii() and _CHARACTER_DIFFERS.search(text) is not None:
         return rfc8785.dumps(value)
     return text.encode("utf-8")
+
+
+def _number_differs(token: str) -> bool:
+    """An exponent or a trailing ".0" (ECMAScript prints neither there), or 16 digits or more."""
+    return "e" in token or "E" in token or token.endswith(".0") or len(token.lstrip("-")) >= 16
 
 
 def canonical_string(text: str) -> bytes:

@@ -23,7 +23,14 @@ from . import ack
 from .hl7.types import Conversion, HL7Error, MessageHeader
 from .inbox import ERROR, RECEIVED, STORED, Inbox, InboxMessage, content_sha256
 from .provenance import build_provenance, provenance_id
-from .store import CanonicalResource, ResourceStore, VersionBatch, canonical_resource, content_key
+from .store import (
+    CanonicalResource,
+    ResourceStore,
+    VersionBatch,
+    canonical_resource,
+    canonical_template,
+    content_key_of,
+)
 from .validation import validate_resource
 
 log = logging.getLogger("fhir_bridge.pipeline")
@@ -104,12 +111,13 @@ VALIDATED_CACHE_SIZE = 20_000
 
 
 def _checked(resource: dict, validate: Callable[[dict], None]) -> CanonicalResource:
-    key = content_key(resource)
+    template = canonical_template(resource)
+    key = content_key_of(template)
     known = _VALIDATED.get(key)
-    if known is not None and known.res_type == resource.get("resourceType") and known.res_id == resource.get("id"):
+    if known is not None:  # the key covers resourceType and id too
         return known
     validate(resource)
-    checked = canonical_resource(resource)
+    checked = canonical_resource(resource, template)
     if len(_VALIDATED) >= VALIDATED_CACHE_SIZE:
         _VALIDATED.clear()
     _VALIDATED[key] = checked

@@ -80,10 +80,16 @@ _VERSION_BYTES, _TIME_BYTES = canonical_string(VERSION_MARK), canonical_string(T
 def content_key(resource: dict) -> str:
     """A deterministic digest of the content, ``meta.versionId``/``lastUpdated`` aside (the digest of
     the canonical template); private to the store, never logged."""
-    return _key(canonical(with_version_meta(resource, VERSION_MARK, TIME_MARK)))  # type: ignore[arg-type]
+    return content_key_of(canonical_template(resource))
 
 
-def _key(template: bytes) -> str:
+def canonical_template(resource: dict) -> bytes:
+    """The JCS of ``resource`` with placeholders for ``meta.versionId`` and ``meta.lastUpdated``."""
+    return canonical(with_version_meta(resource, VERSION_MARK, TIME_MARK))  # type: ignore[arg-type]
+
+
+def content_key_of(template: bytes) -> str:
+    """:func:`content_key` from the :func:`canonical_template`."""
     return hashlib.sha256(template).hexdigest()
 
 
@@ -108,14 +114,15 @@ class CanonicalResource:
             _TIME_BYTES, canonical_string(last_updated))
 
 
-def canonical_resource(resource: dict) -> CanonicalResource:
+def canonical_resource(resource: dict, template: bytes | None = None) -> CanonicalResource:
     """Pure and picklable: what :meth:`ResourceStore.put_canonical` needs, computed anywhere (a
-    worker process converting HL7v2 computes it all, so the writer only inserts)."""
+    worker process converting HL7v2 computes it all, so the writer only inserts).  ``template``:
+    :func:`canonical_template` of ``resource``, if the caller has it already."""
     res_type, res_id = resource.get("resourceType"), resource.get("id")
     if not isinstance(res_type, str) or not isinstance(res_id, str) or not res_type or not res_id:
         raise IngestError("a resource to store needs resourceType and id: the converter must assign ids")
-    template = canonical(with_version_meta(resource, VERSION_MARK, TIME_MARK))  # type: ignore[arg-type]
-    key = _key(template)
+    template = template if template is not None else canonical_template(resource)
+    key = content_key_of(template)
     patient, tokens = search_index.patient_of(resource), tuple(search_index.extract(resource))
     if template.count(_VERSION_BYTES) != 1 or template.count(_TIME_BYTES) != 1:
         return CanonicalResource(res_type, res_id, key, None, resource, patient, tokens)
