@@ -108,21 +108,22 @@ def ensure_schema(cur: Cursor) -> None:
         cur.execute(statement)
 
 
-def _walk(value: Any, path: list[str]) -> Iterator[Any]:
+def _collect(value: Any, path: tuple[str, ...], at: int, out: list[Any]) -> None:
+    """Append the values at ``path[at:]`` below ``value``, walking lists item by item."""
     if isinstance(value, list):
         for item in value:
-            yield from _walk(item, path)
-        return
-    if not path:
+            _collect(item, path, at, out)
+    elif at == len(path):
         if value is not None:
-            yield value
-        return
-    if isinstance(value, dict):
-        yield from _walk(value.get(path[0]), path[1:])
+            out.append(value)
+    elif isinstance(value, dict):
+        _collect(value.get(path[at]), path, at + 1, out)
 
 
 def values_at(resource: dict, path: str) -> list[Any]:
-    return list(_walk(resource, path.split(".")))
+    out: list[Any] = []
+    _collect(resource, tuple(path.split(".")), 0, out)
+    return out
 
 
 def _tokens(value: Any) -> Iterator[str]:
@@ -160,22 +161,39 @@ def patient_of(resource: dict) -> str | None:
     return None
 
 
+def _compiled(res_type: str) -> list[tuple[str, str, list[tuple[str, ...]]]]:
+    """PARAMETERS of a type with paths split once: (name, kind, paths)."""
+    found = _COMPILED.get(res_type)
+    if found is None:
+        found = [(name, kind, [tuple(p.split(".")) for p in paths])
+                 for name, (kind, paths) in PARAMETERS.get(res_type, {}).items()]
+        _COMPILED[res_type] = found
+    return found
+
+
+_COMPILED: dict[str, list[tuple[str, str, list[tuple[str, ...]]]]] = {}
+
+
 def extract(resource: dict) -> list[tuple[str, str]]:
     """(parameter, value) rows for a resource version; pure."""
     rows: set[tuple[str, str]] = set()
-    for name, (kind, paths) in PARAMETERS.get(resource.get("resourceType", ""), {}).items():
+    for name, kind, paths in _compiled(resource.get("resourceType", "")):
+        values: list[Any] = []
         for path in paths:
-            for value in values_at(resource, path):
-                if kind == "token":
-                    rows.update((name, t) for t in _tokens(value))
-                elif kind == "string" and isinstance(value, str):
+            _collect(resource, path, 0, values)
+        for value in values:
+            if kind == "token":
+                rows.update((name, t) for t in _tokens(value))
+            elif kind == "string":
+                if isinstance(value, str):
                     rows.add((name, value.lower()))
-                elif kind == "date" and isinstance(value, str):
+            elif kind == "date":
+                if isinstance(value, str):
                     rows.add((name, value))
-                elif kind == "reference":
-                    ref = _reference(value)
-                    if ref:
-                        rows.add((name, ref))
+            elif kind == "reference":
+                ref = _reference(value)
+                if ref:
+                    rows.add((name, ref))
     return sorted(rows)
 
 
