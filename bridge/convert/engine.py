@@ -41,6 +41,15 @@ class Build:
         self.warnings: list[str] = list(msg.warnings)
         self.unmapped: list[str] = []
         self.ctx = Context(mappings, self.warnings)
+        self._cleaned: dict[tuple[int, int], list[Components]] = {}
+
+    def cleaned(self, seg: Segment, n: int) -> list[Components]:
+        """Field n of seg as :func:`_clean` gives it, once per field (several rules read one field)."""
+        key = (id(seg), n)  # segments live as long as the build
+        found = self._cleaned.get(key)
+        if found is None:
+            found = self._cleaned[key] = _clean(seg.parsed(n))
+        return found
 
     def new(self, type_: str, rule: str, position: str, id_keys: list | None = None, current: bool = True) -> Record:
         record = Record(type_, rule, position, id_keys)
@@ -133,7 +142,7 @@ def _apply_field(build: Build, seg: Segment, n: int, rule: dict, record: Record,
             build.warnings.append(f"{where}: no mapping for {seg.name}-{selector['field']} value {key!r}")
             return False
         return any([_apply_field(build, seg, n, sub, record, target, where) for sub in _rules(chosen)])
-    reps = _clean(seg.parsed(n))
+    reps = build.cleaned(seg, n)
     if "component" in rule:
         c = int(rule["component"])
         reps = [[[s] for s in rep[c - 1]] if c <= len(rep) else [[""]] for rep in reps]
@@ -313,6 +322,6 @@ def convert(raw: bytes, mappings: Mappings) -> Conversion:
         for k, v in (mappings.settings.get("defaults", {}).get(record.type) or {}).items():
             _default(record.body, k, v)
     _drop_incomplete(build, mappings.settings.get("requires", {}))
+    # assign_ids prunes as it resolves references: no empty element is left
     resources = assign_ids([r for r in build.records if not r.dropped], header, mappings.settings.get("ids", {}))
-    resources = [prune(r) for r in resources]
     return Conversion(header=header, resources=resources, unmapped=build.unmapped, warnings=build.warnings)

@@ -65,7 +65,8 @@ def _typed(items: list, code: str) -> dict | None:
 
 
 def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[dict]:
-    """Give every record its id, turn references into FHIR references and merge duplicates."""
+    """Give every record its id, turn references into FHIR references, leave out empty elements
+    (FHIR forbids them) and merge duplicates."""
     facility = header.sending_facility
     busy: set[int] = set()
 
@@ -74,11 +75,41 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
             if value.record.dropped:
                 return None
             return {"reference": f"{value.record.type}/{id_of(value.record)}"}
-        if isinstance(value, dict):
-            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, dict):  # only containers and references need a call: most leaves are text
+            return {k: resolve(v) if isinstance(v, dict | list | Ref) else v for k, v in value.items()}
         if isinstance(value, list):
-            return [resolve(v) for v in value]
+            return [resolve(v) if isinstance(v, dict | list | Ref) else v for v in value]
         return value
+
+    def reference(ref: Ref) -> dict | None:
+        return None if ref.record.dropped else {"reference": f"{ref.record.type}/{id_of(ref.record)}"}
+
+    def resolved_pruned(value: dict) -> dict:
+        """:func:`resolve` and :func:`~bridge.convert.paths.prune` in one walk (bodies are walked once)."""
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, dict):
+                v = resolved_pruned(v)
+            elif isinstance(v, list):
+                v = resolved_pruned_list(v)
+            elif isinstance(v, Ref):
+                v = reference(v)
+            if v or (v is not None and v != "" and not isinstance(v, dict | list)):
+                out[k] = v
+        return out
+
+    def resolved_pruned_list(values: list) -> list:
+        items = []
+        for v in values:
+            if isinstance(v, dict):
+                v = resolved_pruned(v)
+            elif isinstance(v, list):
+                v = resolved_pruned_list(v)
+            elif isinstance(v, Ref):
+                v = reference(v)
+            if v or (v is not None and v != "" and not isinstance(v, dict | list)):
+                items.append(v)
+        return items
 
     def key_part(record: Any, path: str) -> str:
         name, _, code = path.partition("@")
@@ -131,7 +162,7 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
             seen.add((record.type, record.id))
     merged: dict[tuple[str, str], dict] = {}
     for record in records:
-        body = resolve(record.body)
+        body = resolved_pruned(record.body)
         body["id"] = record.id
         known = merged.get((record.type, record.id))
         if known is None:

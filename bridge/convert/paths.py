@@ -93,13 +93,23 @@ def prune(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            v = prune(v)
-            if v not in (None, "", {}, []):
+            if isinstance(v, dict | list):  # only containers need a recursive call: most leaves are text
+                v = prune(v)
+                if v:
+                    out[k] = v
+            elif v is not None and v != "":
                 out[k] = v
         return out
     if isinstance(value, list):
-        items = [prune(v) for v in value]
-        return [v for v in items if v not in (None, "", {}, [])]
+        items = []
+        for v in value:
+            if isinstance(v, dict | list):
+                v = prune(v)
+                if v:
+                    items.append(v)
+            elif v is not None and v != "":
+                items.append(v)
+        return items
     return value
 
 
