@@ -84,32 +84,26 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
     def reference(ref: Ref) -> dict | None:
         return None if ref.record.dropped else {"reference": f"{ref.record.type}/{id_of(ref.record)}"}
 
-    def resolved_pruned(value: dict) -> dict:
-        """:func:`resolve` and :func:`~bridge.convert.paths.prune` in one walk (bodies are walked once)."""
-        out = {}
-        for k, v in value.items():
-            if isinstance(v, dict):
-                v = resolved_pruned(v)
-            elif isinstance(v, list):
-                v = resolved_pruned_list(v)
-            elif isinstance(v, Ref):
-                v = reference(v)
-            if v or (v is not None and v != "" and not isinstance(v, dict | list)):
-                out[k] = v
-        return out
-
-    def resolved_pruned_list(values: list) -> list:
-        items = []
-        for v in values:
-            if isinstance(v, dict):
-                v = resolved_pruned(v)
-            elif isinstance(v, list):
-                v = resolved_pruned_list(v)
-            elif isinstance(v, Ref):
-                v = reference(v)
-            if v or (v is not None and v != "" and not isinstance(v, dict | list)):
-                items.append(v)
-        return items
+    # resolve() and prune() in one walk, bodies being walked once; only containers and references
+    # cost a call (most leaves are text), and FHIR forbids empty elements.
+    def resolved_pruned(value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                if isinstance(v, dict | list | Ref):
+                    v = resolved_pruned(v)
+                if v or v == 0 or v is False:  # FHIR forbids empty elements; 0 and false are values
+                    out[k] = v
+            return out
+        if isinstance(value, list):
+            kept = []
+            for v in value:
+                if isinstance(v, dict | list | Ref):
+                    v = resolved_pruned(v)
+                if v or v == 0 or v is False:  # FHIR forbids empty elements; 0 and false are values
+                    kept.append(v)
+            return kept
+        return reference(value)
 
     def key_part(record: Any, path: str) -> str:
         name, _, code = path.partition("@")
