@@ -58,7 +58,7 @@ def start_listeners(config: Config, db: Database, mllp_port: int | None = None, 
         context = None
         if config.mllp_tls_cert or config.mllp_tls_key:
             context = tls_context(_resolve(config, config.mllp_tls_cert), _resolve(config, config.mllp_tls_key))
-        server = MllpServer(ingestor, config.mllp_host, port, context, config.mllp_max_frame)
+        server = MllpServer(ingestor, config.mllp_host, port, context, config.mllp_max_frame, config.mllp_idle_timeout)
         try:
             thread = MllpThread(server).start()
         except BaseException:

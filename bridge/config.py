@@ -54,6 +54,8 @@ class Config:
     mllp_tls_key: str = ""
     #: largest MLLP frame accepted, in bytes; a larger one closes the connection
     mllp_max_frame: int = 16 * 1024 * 1024
+    #: seconds a connection may stay silent before the listener closes it (interface engines reconnect)
+    mllp_idle_timeout: float = 600.0
     #: messages committed together (group commit) by the MLLP listener and the file watcher
     ingest_group: int = 64
     #: processes converting and validating messages beside the listener (0: in the listener's process)

@@ -40,7 +40,7 @@ def test_serve_runs_mllp_and_file_inbox(mllp_send: str, database_url: str, corpu
     inbox_dir = tmp_path / "drop"
     env = dict(os.environ, PYTHONPATH=str(ROOT), FHIR_BRIDGE_MLLP_PORT=str(mllp_port),
                FHIR_BRIDGE_INBOX_DIR=str(inbox_dir), FHIR_BRIDGE_INBOX_POLL_INTERVAL="0.2",
-               FHIR_BRIDGE_WORKERS="1")
+               FHIR_BRIDGE_WORKERS="1", FHIR_BRIDGE_MLLP_IDLE_TIMEOUT="1.5")
     serve = subprocess.Popen(
         [sys.executable, "-m", "bridge.cli", "--data-dir", str(tmp_path / "data"), "--database-url", database_url,
          "serve", "--port", str(api_port)],
@@ -49,6 +49,9 @@ def test_serve_runs_mllp_and_file_inbox(mllp_send: str, database_url: str, corpu
     try:
         assert wait_for(lambda: listening(mllp_port) or serve.poll() is not None), "MLLP did not start"
         assert serve.poll() is None, serve.stderr.read().decode()[-3000:]
+        with socket.create_connection(("127.0.0.1", mllp_port), timeout=10) as idle:  # the setting reaches the listener
+            started = time.monotonic()
+            assert idle.recv(1) == b"" and 1.0 < time.monotonic() - started < 8, "an idle connection was not closed"
         template = (corpus / "hl7v2/microsoft-FHIR-Converter/ADT-A01-02.hl7").read_bytes()
         sent = subprocess.run([mllp_send, "-p", str(mllp_port), "-f",
                                str(mllp_file(tmp_path / "m.mllp", variants(template, 3, "SRV"))), "127.0.0.1"],
