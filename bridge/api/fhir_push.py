@@ -12,7 +12,8 @@ otherwise a new uuid.  References to another entry's ``fullUrl`` are rewritten t
   ``response.outcome``, the others are stored.
 
 Invalid resources are also kept in ``fhir_rejects`` (source ``push:<client id>``).  Scopes: ``c`` on
-the type for POST, ``u`` for PUT (SMART v2; ``write`` in v1).
+the type for POST, ``u`` for PUT (SMART v2; ``write`` in v1).  Every push, refused or not, leaves an
+AuditEvent (subtype ``transaction`` or ``batch``) naming the versions written and their patients.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, current_app, request
+from flask import Response, current_app, g, request
 
+from ..audit import Access
 from ..auth.scopes import allows
 from ..fhir_ingest import FhirIngest, IngestCounts, issue, now_instant, outcome, validation_outcome
+from ..search_index import patient_of
 from .access import current_grant
 from .context import services
+from .fhir_common import fhir_blueprint, note
 from .outcome import ApiError
 
-blueprint = Blueprint("fhir_push", __name__, url_prefix="/fhir")
+blueprint = fhir_blueprint("fhir_push")  # audited like every /fhir request
 
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -168,7 +172,9 @@ def _response_entry(status: int, location: str | None = None, version: int | Non
 @blueprint.post("")
 @blueprint.post("/")
 def push() -> Response:
+    access = g.fhir_access = Access("transaction")  # before the token check, so a refusal is audited too
     grant = current_grant()
+    access.organization, access.client_id = grant.organization, grant.client_id
     if (request.content_length or 0) > MAX_BUNDLE_BYTES:
         raise ApiError(413, "too-costly", f"a Bundle may be at most {MAX_BUNDLE_BYTES // (1024 * 1024)} MiB; split it")
     try:
@@ -180,6 +186,7 @@ def push() -> Response:
     kind = bundle.get("type")
     if kind not in ("transaction", "batch"):
         raise ApiError(400, "value", f"Bundle.type must be transaction or batch, found {kind!r}", "Bundle.type")
+    access.interaction = kind
     planned, targets = plan_entries(bundle)
     label = f"push:{grant.client_id}"
     ingest = _ingest()
@@ -227,6 +234,11 @@ def push() -> Response:
                 ref = ingest.store.put(cur, resource, when)
                 ingest.put_done(cur, label, ref)
                 stored[index] = (f"{ref.res_type}/{ref.res_id}/_history/{ref.version}", ref.version, ref.created)
+                access.entities.append(stored[index][0])
+                patient = patient_of(resource)
+                if patient:
+                    access.patients.add(patient)
+    note(f"{kind}: {len(stored)} entries stored, {len(planned) - len(stored)} refused")
     for one in planned:
         if one.index in stored:
             location, version, created = stored[one.index]

@@ -44,6 +44,19 @@ def post_observation(when: str = "2026-01-05T10:00:00Z", subject: str = f"urn:uu
                          "subject": {"reference": subject}, "effectiveDateTime": when}}
 
 
+def records(services) -> int:
+    """Versions of pushed resources (every push also stores its AuditEvent)."""
+    with services.db.transaction() as cur:
+        cur.execute("SELECT COUNT(*) FROM resource_versions WHERE res_type <> 'AuditEvent'")
+        return int(cur.fetchone()[0])
+
+
+def audit_events(services) -> list[dict]:
+    with services.db.transaction() as cur:
+        cur.execute("SELECT content FROM resource_versions WHERE res_type = 'AuditEvent' ORDER BY last_updated")
+        return [json.loads(bytes(row[0])) for row in cur.fetchall()]
+
+
 def send(client, services, body, scopes: str = WRITE):
     return client.post("/fhir", data=json.dumps(body), headers={**bearer(services, "org-push", scopes),
                                                                 "Content-Type": "application/fhir+json"})
@@ -59,13 +72,19 @@ def test_transaction_is_stored_with_references_resolved_and_is_idempotent(client
     store = ResourceStore(services.db)
     obs_id = body["entry"][1]["response"]["location"].split("/")[1]
     assert store.read("Observation", obs_id).resource["subject"]["reference"] == f"Patient/{PID}"
-    with services.db.transaction() as cur:  # every new version is queued for the log
-        cur.execute("SELECT COUNT(*) FROM log_queue")
-        assert int(cur.fetchone()[0]) == 2
+    with services.db.transaction() as cur:  # every new version is queued for the log, the AuditEvent's too
+        cur.execute("SELECT data FROM log_queue")
+        assert sorted(json.loads(bytes(row[0]))["type"] for row in cur.fetchall()) == ["AuditEvent", "Observation", "Patient"]
+    [event] = audit_events(services)
+    assert event["subtype"][0]["code"] == "transaction" and event["outcome"] == "0"
+    assert event["agent"][0]["who"] == {"reference": "Organization/org-push"}
+    written = [e["what"]["reference"] for e in event["entity"]]
+    assert f"Patient/{PID}" in written and f"Patient/{PID}/_history/1" in written
+    assert f"Observation/{obs_id}/_history/1" in written
 
     again = send(client, services, bundle("transaction", post_patient(), post_observation())).get_json()
     assert [e["response"]["status"] for e in again["entry"]] == ["200 OK", "200 OK"], "same content: no new version"
-    assert store.count() == 2
+    assert records(services) == 2
 
     update = {"request": {"method": "PUT", "url": f"Patient/{PID}"},
               "resource": {"resourceType": "Patient", "id": PID, "name": [{"family": "Okafor-Ade"}], "gender": "female"}}
@@ -78,7 +97,7 @@ def test_transaction_with_an_invalid_entry_stores_nothing(client, services):
     assert response.status_code == 400
     issues = response.get_json()["issue"]
     assert issues[0]["expression"] == ["Bundle.entry[1].resource.effectiveDateTime"]
-    assert ResourceStore(services.db).count() == 0, "all or nothing"
+    assert records(services) == 0, "all or nothing"
     rejects = FhirIngest(services.db).rejects()
     assert [(r.source, r.res_type) for r in rejects] == [("push:client-org-push", "Observation")]
 
@@ -91,7 +110,8 @@ def test_batch_stores_the_valid_entries_and_answers_each(client, services):
     assert [e["response"]["status"] for e in entries] == ["201 Created", "400 Bad Request", "400 Bad Request"]
     assert entries[1]["response"]["outcome"]["issue"][0]["expression"] == ["Bundle.entry[1].resource.effectiveDateTime"]
     assert "conditional references" in entries[2]["response"]["outcome"]["issue"][0]["diagnostics"]
-    assert ResourceStore(services.db).count() == 1
+    assert records(services) == 1
+    assert audit_events(services)[-1]["outcomeDesc"] == "batch: 1 entries stored, 2 refused"
 
 
 def test_push_needs_a_token_with_write_scopes(client, services):
@@ -99,7 +119,11 @@ def test_push_needs_a_token_with_write_scopes(client, services):
     assert client.post("/fhir", json=body).status_code == 401
     refused = send(client, services, body, scopes="system/*.rs")
     assert refused.status_code == 403 and "do not allow c on Patient" in refused.get_json()["issue"][0]["diagnostics"]
-    assert ResourceStore(services.db).count() == 0
+    assert records(services) == 0
+    unauthenticated, forbidden = audit_events(services)  # refusals are audited too
+    assert unauthenticated["outcome"] == forbidden["outcome"] == "4"
+    assert unauthenticated["agent"][0]["who"] == {"display": "unauthenticated client"}
+    assert forbidden["agent"][0]["who"] == {"reference": "Organization/org-push"} and "HTTP 403" in forbidden["outcomeDesc"]
 
 
 @pytest.mark.parametrize("body, words", [
