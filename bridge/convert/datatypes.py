@@ -44,7 +44,11 @@ def first(comps: Components, component: int = 1, subcomponent: int = 1) -> str:
 
 
 def is_empty(comps: Components) -> bool:
-    return not any(s.strip() for c in comps for s in c)
+    for component in comps:  # loops, not a generator: called for every repetition of every field
+        for sub in component:
+            if sub.strip():
+                return False
+    return True
 
 
 # -- conversions that are formats, written as code ------------------------------------------------
@@ -234,16 +238,25 @@ def convert_value(comps: Components, rule: dict, ctx: Context, where: str) -> An
     return value or None
 
 
+def _parts(spec: dict) -> list[tuple[str, list[dict]]]:
+    """A datatype's (key, rules) pairs, read once per datatype table."""
+    known = _PARTS.get(id(spec))
+    if known is None or known[0] is not spec:  # the spec is kept in the entry, so its id stays unique
+        known = _PARTS[id(spec)] = (spec, [(k, _as_list(r)) for k, r in spec.items() if k not in ("finish", "description")])
+    return known[1]
+
+
+_PARTS: dict[int, tuple[dict, list[tuple[str, list[dict]]]]] = {}
+
+
 def convert_composite(comps: Components, datatype: str, ctx: Context, where: str) -> dict | None:
     spec = ctx.mappings.datatypes[datatype]
     out: dict[str, Any] = {}
-    for key, rules in spec.items():
-        if key in ("finish", "description"):
-            continue
+    for key, rules in _parts(spec):
         part = _select(comps, key)
         if part is None:
             continue
-        for rule in _as_list(rules):
+        for rule in rules:
             value = convert_value(part, rule, ctx, f"{where}.{key}")
             if value is not None:
                 if "fixed" in rule:
