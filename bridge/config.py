@@ -40,6 +40,9 @@ class Config:
     #: threads per gunicorn worker (gthread); concurrent reads of one worker share one durable
     #: AuditEvent commit (group commit), so more threads means fewer fsyncs per request
     threads: int = 8
+    #: a line per HTTP request on standard output (gunicorn's access log); AuditEvents record every
+    #: /fhir access anyway
+    access_log: bool = False
     #: seconds between sequencing the log queue (and signing a checkpoint if the log grew)
     sequence_interval: float = 1.0
     #: entries given indices per sequencer transaction
@@ -130,10 +133,20 @@ class Config:
         return self.database_url or f"sqlite:///{(self.data_dir / 'fhir-bridge.db').as_posix()}"
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     try:
         if kind in (Path, "Path"):
             return Path(str(value)).expanduser()
+        if kind in (bool, "bool"):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in _BOOLEANS:
+                raise ValueError(f"expected true or false, found {value!r}")
+            return _BOOLEANS[text]
         if kind in (int, "int"):
             return int(value)
         if kind in (float, "float"):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -62,7 +63,11 @@ def _gunicorn_command(config: Config) -> list[str]:
         # threads, not only processes: the requests of one worker waiting on the audit commit at the
         # same moment share its fsync (bridge.audit.AuditWriter); a sync worker commits one at a time
         "--worker-class", "gthread", "--threads", str(config.threads),
-        "--access-logfile", "-",
+        # every /fhir request is recorded as an AuditEvent; a line per request on top costs about a
+        # tenth of a read's CPU, so the access log is for debugging (or a proxy in front keeps one)
+        *(["--access-logfile", "-"] if config.access_log else []),
+        # the worker heartbeat touches a file per request: in memory where the system offers it
+        *(["--worker-tmp-dir", "/dev/shm"] if Path("/dev/shm").is_dir() else []),
         "--graceful-timeout", "10",
         "bridge.api:create_app()",
     ]

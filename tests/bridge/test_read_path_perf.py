@@ -7,9 +7,12 @@ import hashlib
 import threading
 import time
 
+import pytest
+
 from anchoring.db import SqliteDatabase
 from bridge.audit import Access, audit_event, now_instant, prepare, record
 from bridge.config import load_config
+from bridge.errors import ConfigError
 from bridge.fhir_data import FhirData
 from bridge.serve import _gunicorn_command
 from bridge.services import open_services
@@ -109,6 +112,11 @@ def test_gunicorn_runs_threaded_workers(tmp_path):
     assert command[command.index("--worker-class") + 1] == "gthread"
     assert command[command.index("--threads") + 1] == "5"
     assert load_config(env={}, data_dir=tmp_path).threads == 8
+    assert "--access-logfile" not in command  # AuditEvents record every /fhir access; the log is opt-in
+    logged = _gunicorn_command(load_config(env={"FHIR_BRIDGE_ACCESS_LOG": "true"}, data_dir=tmp_path))
+    assert logged[logged.index("--access-logfile") + 1] == "-"
+    with pytest.raises(ConfigError, match="access_log"):
+        load_config(env={"FHIR_BRIDGE_ACCESS_LOG": "sometimes"}, data_dir=tmp_path)
 
 
 def test_audit_event_template_is_rfc8785():
