@@ -23,7 +23,7 @@ from .store import (
     CanonicalResource,
     NewVersion,
     ResourceStore,
-    content_key,
+    content_key_of,
     new_version,
     with_version_meta,
 )
@@ -177,4 +177,5 @@ def prepare(event: dict) -> CanonicalResource:
     # sorted output is JCS without canonicalize()'s walk over the value (about 0.15 ms a request).
     text = json.dumps(with_version_meta(event, VERSION_MARK, TIME_MARK), ensure_ascii=False, sort_keys=True,
                       separators=(",", ":"), allow_nan=False)
-    return CanonicalResource("AuditEvent", event["id"], content_key(event), text.encode("utf-8"))
+    template = text.encode("utf-8")
+    return CanonicalResource("AuditEvent", event["id"], content_key_of(template), template)
