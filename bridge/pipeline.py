@@ -1,10 +1,12 @@
-"""Ingest: raw bytes -> inbox (durable) -> parse/convert -> validate as FHIR R4 -> store + log leaves.
+"""Ingest: raw bytes -> parse/convert -> validate as FHIR R4 -> inbox + store + log leaves, durably.
 
-:meth:`Pipeline.ingest_many` handles a group of messages with two group commits: first every raw
-message is kept (one transaction: the durable point before which no ``AA``/``CA`` may be sent), then
-each is converted and validated (pure computing, :func:`prepare`), then all their resource versions,
-Provenance resources, log leaves and inbox statuses are committed in a second transaction.  Grouping
-several messages per commit is what lets ingest keep up: a commit costs an fsync, a row does not.
+:meth:`Pipeline.ingest_many` handles a group of messages: each is converted and validated first
+(pure computing, :func:`prepare`, in worker processes when configured), then one transaction keeps
+every raw message together with its resource versions, Provenance, log leaves and inbox status.
+That commit is the durable point before which no ``AA``/``CA`` may be sent.  Grouping several
+messages per commit is what lets ingest keep up: a commit costs an fsync, a row does not.  When the
+group's transaction fails, the raw messages are kept in a transaction of their own first, then
+their versions are stored message by message, so one bad message costs no other.
 
 Nothing received is dropped: a message that cannot be parsed, mapped or validated stays in the inbox
 with status ``error`` and its reason; :meth:`Pipeline.reprocess` runs it again after a mapping fix.

@@ -221,10 +221,12 @@ class ResourceStore:
         for at in range(0, len(wanted), LATEST_CHUNK):
             chunk = wanted[at : at + LATEST_CHUNK]
             pairs = ", ".join(["(?, ?)"] * len(chunk))
+            # from the versions themselves (nothing depends on the search index), by key: each pair
+            # seeks the primary key, where an IN over row values would scan the table
             cur.execute(
-                "SELECT c.res_type, c.res_id, v.version, v.content_key FROM resource_current c "
-                "JOIN resource_versions v ON v.res_type = c.res_type AND v.res_id = c.res_id AND v.version = c.version "
-                f"WHERE (c.res_type, c.res_id) IN (VALUES {pairs})",
+                f"WITH k(t, i) AS (VALUES {pairs}) SELECT v.res_type, v.res_id, v.version, v.content_key "
+                "FROM k JOIN resource_versions v ON v.res_type = k.t AND v.res_id = k.i AND v.version = "
+                "(SELECT MAX(w.version) FROM resource_versions w WHERE w.res_type = k.t AND w.res_id = k.i)",
                 [part for key in chunk for part in key],
             )
             for res_type, res_id, version, key in cur.fetchall():

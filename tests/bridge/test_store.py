@@ -77,3 +77,37 @@ def test_resource_without_id_is_refused(store: ResourceStore) -> None:
 
     with pytest.raises(IngestError, match="converter must assign ids"):
         put(store, {"resourceType": "Patient"})
+
+
+def test_latest_seeks_its_keys_whatever_the_size_of_the_store(tmp_path) -> None:
+    """The group lookup of latest versions must not read the whole table (SQLite VM steps counted)."""
+    import sqlite3
+
+    from anchoring.db import SqliteDatabase
+    from bridge.store import canonical_resource
+
+    db = SqliteDatabase(tmp_path / "s.db", synchronous="OFF")
+    MerkleLog(db, "test.example/log").ensure_schema()
+    store = ResourceStore(db)
+    store.ensure_schema()
+    keys = [("Patient", "p1"), ("Patient", "missing")]
+    put(store, PATIENT)
+
+    def steps() -> int:
+        count = [0]
+        conn: sqlite3.Connection = db._connection()
+        conn.set_progress_handler(lambda: count.__setitem__(0, count[0] + 1) or 0, 10)
+        with db.transaction() as cur:
+            assert store.latest(cur, keys) == {("Patient", "p1"): (1, canonical_resource(PATIENT).key)}
+        conn.set_progress_handler(None, 0)
+        return count[0]
+
+    small = steps()
+    with db.transaction(write=True) as cur:
+        batch = store.batch(cur, {})
+        for n in range(3000):
+            batch.put(canonical_resource({"resourceType": "Observation", "id": f"o{n}", "status": "final",
+                                          "code": {"text": "x"}}), "2024-01-01T00:00:00.000Z")
+        batch.flush()
+    assert steps() < 2 * small + 20, "latest() reads more as the store grows: it scans instead of seeking"
+    db.close()
