@@ -200,7 +200,8 @@ def extract(resource: dict) -> list[tuple[str, str]]:
 def index_version(cur: Cursor, res_type: str, res_id: str, version: int, last_updated: str, content: bytes) -> None:
     """Make ``version`` the indexed current version (called in the transaction that stores it)."""
     resource = json.loads(content)
-    index_current(cur, res_type, res_id, version, last_updated, patient_of(resource), extract(resource))
+    index_many(cur, [IndexEntry(res_type, res_id, version, last_updated, patient_of(resource),
+                                tuple(extract(resource)), True)])
 
 
 class IndexEntry(NamedTuple):
@@ -215,15 +216,9 @@ class IndexEntry(NamedTuple):
     replaces: bool  # the resource may have rows already (False: new, nothing to clear)
 
 
-def index_current(cur: Cursor, res_type: str, res_id: str, version: int, last_updated: str, patient: str | None,
-                  rows: Iterable[tuple[str, str]], replaces: bool = True) -> None:
-    """Make ``version`` the indexed current version, its ``patient`` and :func:`extract` rows computed
-    beforehand."""
-    index_many(cur, [IndexEntry(res_type, res_id, version, last_updated, patient, tuple(rows), replaces)])
-
-
 def index_many(cur: Cursor, entries: list[IndexEntry]) -> None:
-    """:func:`index_current` for several resources (each once), with one statement per kind of row."""
+    """Make each entry's version the indexed current one (each resource once), its ``patient`` and
+    :func:`extract` rows computed beforehand, with one statement per kind of row."""
     cleared = [(e.res_type, e.res_id) for e in entries if e.replaces]
     if cleared:
         cur.executemany("DELETE FROM search_tokens WHERE res_type = ? AND res_id = ?", cleared)
