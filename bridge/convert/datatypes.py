@@ -3,7 +3,8 @@
 A value is handed around as its components, each a list of subcomponents (unescaped text):
 ``[["EVERYMAN", "", "", "", "Aniston"], ["ADAM"], ...]`` for an XPN.  Composite datatypes are
 data (``mappings/datatypes.yaml``); the few conversions that are formats rather than mappings
-(dates, numbers, phone numbers, system URIs) are the functions in ``CODED`` below.
+(dates, numbers, phone numbers, system URIs) are the functions in :func:`formats` below.
+Rules using them are compiled once, when the mappings are loaded, by ``values.py``.
 """
 
 from __future__ import annotations
@@ -16,23 +17,13 @@ from urllib.parse import quote
 
 from . import primitives as p
 from .loader import Mappings
-from .paths import copy_json, prune, set_path
+from .paths import prune
 
 Components = list[list[str]]
+TextFormat = Callable[[str, str], Any]  # stripped, non-empty text of a value's first part
 _OID = re.compile(r"[0-2](\.\d+)+\Z")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 _HL7_TABLE = re.compile(r"HL7?(\d{4})\Z", re.IGNORECASE)
-
-
-class Context:
-    """What value conversion needs besides the value: the mappings, settings and the warnings list."""
-
-    __slots__ = ("mappings", "timezone", "warnings")
-
-    def __init__(self, mappings: Mappings, warnings: list[str]) -> None:
-        self.mappings = mappings
-        self.timezone = mappings.settings.get("timezone", "UTC")
-        self.warnings = warnings
 
 
 def first(comps: Components, component: int = 1, subcomponent: int = 1) -> str:
@@ -53,12 +44,13 @@ def is_empty(comps: Components) -> bool:
 
 # -- conversions that are formats, written as code ------------------------------------------------
 
-def system_uri(comps: Components, ctx: Context) -> str:
+def system_uri(comps: Components, known: dict, prefix: str) -> str:
     """HD (namespace^universal id^type) -> a URI for Identifier.system.
 
     Universal ids win because they are global (OID, UUID, URI); a bare namespace is looked up in the
-    site's ``assigning-authority`` vocabulary, else made a URN under ``settings.namespace_prefix``
-    so that the same namespace always yields the same system (Patient ids depend on it).
+    site's ``assigning-authority`` vocabulary (``known``), else made a URN under
+    ``settings.namespace_prefix`` so that the same namespace always yields the same system (Patient
+    ids depend on it).
     """
     namespace, universal, kind = first(comps, 1), first(comps, 2), first(comps, 3).upper()
     if universal:
@@ -70,20 +62,18 @@ def system_uri(comps: Components, ctx: Context) -> str:
             return universal
     if not namespace:
         return ""
-    known = ctx.mappings.vocabulary.get("assigning-authority", {}).get("map", {})
     if namespace in known:
         return _code_of(known[namespace])
     if _OID.match(namespace):
         return f"urn:oid:{namespace}"
-    return ctx.mappings.settings.get("namespace_prefix", "urn:hl7v2:namespace:") + quote(namespace, safe="")
+    return prefix + quote(namespace, safe="")
 
 
-def coding_system_uri(name: str, ctx: Context) -> str:
+def coding_system_uri(name: str, table: dict, prefix: str) -> str:
     """Coding system name (table 0396: LN, SCT, I10, HL70001 ...) -> code system URI."""
     name = name.strip()
     if not name:
         return ""
-    table = ctx.mappings.vocabulary.get("0396", {}).get("map", {})
     if name in table:
         return _code_of(table[name])
     upper = name.upper()
@@ -96,7 +86,7 @@ def coding_system_uri(name: str, ctx: Context) -> str:
         return f"urn:oid:{name}"
     if "://" in name or name.startswith("urn:"):
         return name
-    return ctx.mappings.settings.get("code_system_prefix", "urn:hl7v2:codesystem:") + quote(name, safe="")
+    return prefix + quote(name, safe="")
 
 
 def phone_text(comps: Components) -> str:
@@ -127,34 +117,61 @@ def structured_numeric(comps: Components, where: str) -> dict | None:
     return {"valueQuantity": quantity}
 
 
-def _scalar(fn: Callable[[str, str], Any]) -> Callable[[Components, Context, str], Any]:
-    def convert(comps: Components, ctx: Context, where: str) -> Any:
-        text = first(comps)
-        return fn(text, where) if text else None
-
-    return convert
+# Text formats that never name the value in an error or warning: no location is built for them.
+_REMEMBERED = 1024  # distinct coding systems or assigning authorities kept; more, and they are forgotten
+SILENT = frozenset({"ST", "TX", "FT", "ID", "IS", "B64", "CODING_SYSTEM"})
 
 
-CODED: dict[str, Callable[[Components, Context, str], Any]] = {
-    "ST": _scalar(p.to_string),
-    "TX": _scalar(p.to_string),
-    "FT": _scalar(p.to_string),
-    "ID": _scalar(p.to_code),
-    "IS": _scalar(p.to_code),
-    "NM": _scalar(p.to_decimal),
-    "SI": _scalar(p.to_positive_int),
-    "DATE": _scalar(p.to_date),
-    "BOOL": _scalar(p.to_boolean),
-    "SYSTEM": lambda comps, ctx, where: system_uri(comps, ctx) or None,
-    "CODING_SYSTEM": lambda comps, ctx, where: coding_system_uri(first(comps), ctx) or None,
-    "PHONE": lambda comps, ctx, where: phone_text(comps) or None,
-    "SN": lambda comps, ctx, where: structured_numeric(comps, where),
-    "B64": lambda comps, ctx, where: base64.b64encode(first(comps).encode()).decode() if first(comps) else None,
-}
-for _name in ("DT", "DTM", "TS"):
-    CODED[_name] = lambda comps, ctx, where: (
-        p.to_datetime(first(comps), where, ctx.timezone) if first(comps) else None
-    )
+def formats(m: Mappings) -> tuple[dict[str, TextFormat], dict[str, Callable[[Components, str], Any]]]:
+    """The primitive datatypes of loader.PRIMITIVES with the settings and tables they read bound.
+
+    Most read only the text of the value's first part (``first``), and are not called when it is
+    empty; SYSTEM, PHONE and SN read several components.
+    """
+    timezone = m.settings.get("timezone", "UTC")
+    systems = m.vocabulary.get("0396", {}).get("map", {})
+    code_prefix = m.settings.get("code_system_prefix", "urn:hl7v2:codesystem:")
+    authorities = m.vocabulary.get("assigning-authority", {}).get("map", {})
+    namespace_prefix = m.settings.get("namespace_prefix", "urn:hl7v2:namespace:")
+
+    def datetime(text: str, where: str) -> str:
+        return p.to_datetime(text, where, timezone)
+
+    # Coding systems and assigning authorities are few in any feed: each is worked out once.
+    code_systems: dict[str, str | None] = {}
+    authorities_seen: dict[tuple[str, str, str], str | None] = {}
+
+    def code_system(text: str, where: str) -> str | None:
+        known = code_systems.get(text, False)
+        if known is False:
+            if len(code_systems) >= _REMEMBERED:
+                code_systems.clear()
+            known = code_systems[text] = coding_system_uri(text, systems, code_prefix) or None
+        return known
+
+    def system(comps: Components, where: str) -> str | None:
+        key = tuple(subs[0].strip() if subs else "" for subs in comps[:3])  # first(comps, 1 to 3)
+        known = authorities_seen.get(key, False)
+        if known is False:
+            if len(authorities_seen) >= _REMEMBERED:
+                authorities_seen.clear()
+            known = authorities_seen[key] = system_uri(comps, authorities, namespace_prefix) or None
+        return known
+
+    text: dict[str, TextFormat] = {
+        "ST": p.to_string, "TX": p.to_string, "FT": p.to_string,
+        "ID": p.to_code, "IS": p.to_code,
+        "NM": p.to_decimal, "SI": p.to_positive_int, "DATE": p.to_date, "BOOL": p.to_boolean,
+        "DT": datetime, "DTM": datetime, "TS": datetime,
+        "B64": lambda text, where: base64.b64encode(text.encode()).decode(),
+        "CODING_SYSTEM": code_system,
+    }
+    composite: dict[str, Callable[[Components, str], Any]] = {
+        "SYSTEM": system,
+        "PHONE": lambda comps, where: phone_text(comps) or None,
+        "SN": structured_numeric,
+    }
+    return text, composite
 
 
 # -- vocabulary layer ------------------------------------------------------------------------------
@@ -165,142 +182,70 @@ def _code_of(entry: Any) -> Any:
     return entry if isinstance(entry, bool) else str(entry)
 
 
-def translate(code: str, table_id: str, as_: str, ctx: Context, where: str) -> Any:
+def translator(table_id: str, as_: str, m: Mappings) -> Callable[[str, list[str], str], Any]:
     """A v2 code through a vocabulary table: as a bare ``code``, a ``Coding`` or a ``CodeableConcept``."""
-    table = ctx.mappings.vocabulary[table_id]
+    table = m.vocabulary[table_id]
     mapping = table.get("map")
-    entry = None
-    if mapping is not None:
-        entry = mapping.get(code, mapping.get(code.upper()))
-        if entry is None:
-            entry = table.get("default")
-            if entry is None and as_ == "code" and not table.get("partial"):
-                ctx.warnings.append(f"{where}: code {code!r} is not in table {table_id}; not mapped")
-                return None
-    if as_ == "code":
-        if entry is None:
-            return code if mapping is None else None  # a table without a map keeps the v2 code
-        return _code_of(entry)
-    if entry is not None:
-        coding = {"system": table.get("target", table.get("system")), "code": _code_of(entry)}
-        if isinstance(entry, dict):
-            coding.update({k: v for k, v in entry.items() if k in ("system", "display")})
-    else:
-        coding = {"system": table.get("system"), "code": code}
-        display = (table.get("display") or {}).get(code)
-        if display:
-            coding["display"] = display
-    coding = {k: v for k, v in coding.items() if v}
-    return coding if as_ == "Coding" else {"coding": [coding]}
+    default = table.get("default")
+    warn = as_ == "code" and not table.get("partial")
+    system, target = table.get("system"), table.get("target", table.get("system"))
+    displays = table.get("display") or {}
 
-
-def _vocabulary_on_concept(concept: dict, table_id: str, ctx: Context) -> dict:
-    """A CWE already converted: codings without a system belong to the table; mapped codes added."""
-    table = ctx.mappings.vocabulary[table_id]
-    codings = concept.get("coding", [])
-    for coding in codings:
-        if "system" not in coding and table.get("system"):
-            coding["system"] = table["system"]
-    mapping = table.get("map")
-    if mapping and codings:
-        code = codings[0].get("code", "")
-        entry = mapping.get(code, mapping.get(code.upper()))
-        if entry is not None and table.get("target"):
-            mapped = {"system": table["target"], "code": _code_of(entry)}
+    def translate(code: str, warnings: list[str], where: str) -> Any:
+        entry = None
+        if mapping is not None:
+            entry = mapping[code] if code in mapping else mapping.get(code.upper())
+            if entry is None:
+                entry = default
+                if entry is None and warn:
+                    warnings.append(f"{where}: code {code!r} is not in table {table_id}; not mapped")
+                    return None
+        if as_ == "code":
+            if entry is None:
+                return code if mapping is None else None  # a table without a map keeps the v2 code
+            return _code_of(entry)
+        if entry is not None:
+            coding = {"system": target, "code": _code_of(entry)}
             if isinstance(entry, dict):
-                mapped.update({k: v for k, v in entry.items() if k in ("system", "display")})
-            if mapped not in codings:
-                codings.insert(0, mapped)
-    return concept
+                coding.update({k: v for k, v in entry.items() if k in ("system", "display")})
+        else:
+            coding = {"system": system, "code": code}
+            display = displays.get(code)
+            if display:
+                coding["display"] = display
+        coding = {k: v for k, v in coding.items() if v}
+        return coding if as_ == "Coding" else {"coding": [coding]}
+
+    return translate
 
 
-# -- composite datatypes ---------------------------------------------------------------------------
+def concept_vocabulary(table_id: str, m: Mappings) -> Callable[[dict], dict]:
+    """A CWE already converted: codings without a system belong to the table; mapped codes added."""
+    table = m.vocabulary[table_id]
+    system, mapping, target = table.get("system"), table.get("map"), table.get("target")
 
-def _as_list(rules: Any) -> list[dict]:
-    return rules if isinstance(rules, list) else [rules]
+    def on_concept(concept: dict) -> dict:
+        codings = concept.get("coding", [])
+        for coding in codings:
+            if "system" not in coding and system:
+                coding["system"] = system
+        if mapping and codings:
+            code = codings[0].get("code", "")
+            entry = mapping[code] if code in mapping else mapping.get(code.upper())
+            if entry is not None and target:
+                mapped = {"system": target, "code": _code_of(entry)}
+                if isinstance(entry, dict):
+                    mapped.update({k: v for k, v in entry.items() if k in ("system", "display")})
+                if mapped not in codings:
+                    codings.insert(0, mapped)
+        return concept
 
-
-def convert_value(comps: Components, rule: dict, ctx: Context, where: str) -> Any:
-    """One repetition (or component) converted by a rule's datatype, vocabulary and ``as``."""
-    datatype = rule.get("datatype", "ST")
-    if datatype not in CODED and is_empty(comps):
-        return None
-    vocabulary = rule.get("vocabulary")
-    as_ = rule.get("as")
-    if datatype in CODED:
-        value = CODED[datatype](comps, ctx, where)
-        if value is not None and vocabulary is not None:
-            value = translate(str(value), str(vocabulary), as_ or "code", ctx, where)
-        return value
-    value = convert_composite(comps, datatype, ctx, where)
-    if value and vocabulary is not None and isinstance(value, dict) and "coding" in value:
-        value = _vocabulary_on_concept(value, str(vocabulary), ctx)
-    return value or None
-
-
-def _parts(spec: dict) -> list[tuple[str, list[dict]]]:
-    """A datatype's (key, rules) pairs, read once per datatype table."""
-    known = _PARTS.get(id(spec))
-    if known is None or known[0] is not spec:  # the spec is kept in the entry, so its id stays unique
-        known = _PARTS[id(spec)] = (spec, [(k, _as_list(r)) for k, r in spec.items() if k not in ("finish", "description")])
-    return known[1]
-
-
-_PARTS: dict[int, tuple[dict, list[tuple[str, list[dict]]]]] = {}
-
-
-def convert_composite(comps: Components, datatype: str, ctx: Context, where: str) -> dict | None:
-    spec = ctx.mappings.datatypes[datatype]
-    out: dict[str, Any] = {}
-    for key, rules in _parts(spec):
-        part = _select(comps, key)
-        if part is None:
-            continue
-        for rule in rules:
-            value = convert_value(part, rule, ctx, f"{where}.{key}")
-            if value is not None:
-                if "fixed" in rule:
-                    value = _with_fixed(value, rule)
-                set_path(out, rule["path"], value)
-    finish = spec.get("finish")
-    if finish:
-        out = prune(FINISH[finish](out, comps, ctx))  # a finish may leave empty parts behind
-    return out or None  # parts are non-empty already: the resource is pruned once, at the end
-
-
-def _select(comps: Components, key: str) -> Components | None:
-    """The part of a value a datatype key names: "3", "1.1", "2-4" or "*"."""
-    if key == "*":
-        return comps
-    if "-" in key:
-        low, high = (int(x) for x in key.split("-"))
-        return comps[low - 1 : high] or None
-    component, _, subcomponent = key.partition(".")
-    c = int(component)
-    if c > len(comps):
-        return None
-    subs = comps[c - 1]
-    if subcomponent:
-        s = int(subcomponent)
-        return [[subs[s - 1]]] if s <= len(subs) else None
-    return [[x] for x in subs]  # a component's subcomponents are the components of its datatype
-
-
-def _with_fixed(value: Any, rule: dict) -> Any:
-    element = rule.get("element")
-    base = copy_json(rule["fixed"])
-    if element:
-        base[element] = value
-        return base
-    if isinstance(value, dict):
-        base.update(value)
-        return base
-    return value
+    return on_concept
 
 
 # -- finishing touches that need the whole converted value ------------------------------------------
 
-def _finish_concept(out: dict, comps: Components, ctx: Context) -> dict:
+def _finish_concept(out: dict, comps: Components) -> dict:
     """CodeableConcept: a coding needs a code; text alone is kept as text (FHIR's rule for free text)."""
     codings = [c for c in out.get("coding", []) if isinstance(c, dict) and c.get("code")]
     text = out.get("text")
@@ -315,19 +260,19 @@ def _finish_concept(out: dict, comps: Components, ctx: Context) -> dict:
     return result
 
 
-def _finish_identifier(out: dict, comps: Components, ctx: Context) -> dict:
+def _finish_identifier(out: dict, comps: Components) -> dict:
     """An Identifier without a value identifies nothing."""
     return out if out.get("value") else {}
 
 
-def _finish_practitioner(out: dict, comps: Components, ctx: Context) -> dict:
+def _finish_practitioner(out: dict, comps: Components) -> dict:
     """An identifier needs a value; a person with neither id nor name is nobody to refer to."""
     ids = [i for i in out.get("identifier", []) if isinstance(i, dict) and i.get("value")]
     out = {k: v for k, v in out.items() if k != "identifier"} | ({"identifier": ids} if ids else {})
     return out if ids or prune(out.get("name")) else {}
 
 
-def _finish_unit(out: dict, comps: Components, ctx: Context) -> dict:
+def _finish_unit(out: dict, comps: Components) -> dict:
     """Quantity.unit is the human-readable unit: the display, else the code."""
     if out.get("code") and not out.get("unit"):
         out["unit"] = out["code"]
@@ -342,17 +287,17 @@ _LOCATION_TYPES = (  # PL component -> physical type, most specific first
 )
 
 
-def _finish_location(out: dict, comps: Components, ctx: Context) -> dict:
+def _finish_location(out: dict, comps: Components) -> dict:
     """PL: point of care, room, bed, facility, building, floor joined into a name; the most
     specific part present gives the physical type (location-physical-type code system)."""
-    order = (4, 7, 8, 1, 2, 3)  # facility, building, floor, point of care, room, bed
-    parts = [first(comps, c) for c in order if first(comps, c)]
+    texts = {c: first(comps, c) for c in (4, 7, 8, 1, 2, 3)}  # facility, building, floor, point of care, room, bed
+    parts = [text for text in texts.values() if text]
     if not parts:
         return out
     out["name"] = " ".join(parts)
     out["mode"] = "instance"
     for c, code, display in _LOCATION_TYPES:
-        if first(comps, c):
+        if texts[c]:
             out["physicalType"] = {"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/location-physical-type",
                 "code": code, "display": display}]}
@@ -360,10 +305,15 @@ def _finish_location(out: dict, comps: Components, ctx: Context) -> dict:
     return out
 
 
-FINISH: dict[str, Callable[[dict, Components, Context], dict]] = {
+FINISH: dict[str, Callable[[dict, Components], dict]] = {
     "codeable_concept": _finish_concept,
     "identifier": _finish_identifier,
     "practitioner": _finish_practitioner,
     "unit": _finish_unit,
     "location": _finish_location,
 }
+
+# What each finish drops of its own accord: list items (placeholders among them) without a code or
+# value.  Each returns only non-empty elements of what it is given.
+FINISH_DROPS = {"codeable_concept": frozenset({"coding"}), "identifier": frozenset(),
+                "practitioner": frozenset({"identifier"}), "unit": frozenset(), "location": frozenset()}

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
+from functools import lru_cache
 from typing import Any
 
 from ..hl7.types import MessageHeader
-from .paths import get_path, merge_missing
+from .paths import Getter, getter, merge_missing
 
 NAMESPACE = "fhir-bridge/v1"
 
@@ -43,8 +43,8 @@ class Ref:
 
 
 def make_id(resource_type: str, key: str) -> str:
-    digest = hashlib.sha256(f"{NAMESPACE}|{resource_type}|{key}".encode()).digest()
-    return str(uuid.UUID(bytes=digest[:16]))
+    h = hashlib.sha256(f"{NAMESPACE}|{resource_type}|{key}".encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"  # str(uuid.UUID(bytes=digest[:16]))
 
 
 def _identifier_key(identifier: dict, facility: str) -> str:
@@ -64,11 +64,34 @@ def _typed(items: list, code: str) -> dict | None:
     return None
 
 
+_BUSY: Any = object()  # the id of a record whose key is being worked out
+_ALTERNATIVES: dict[int, tuple[list, tuple[tuple[str, ...], ...]]] = {}
+
+
+def _alternatives(keys: list) -> tuple[tuple[str, ...], ...]:
+    """Id key alternatives as tuples of paths, read once per list of the mappings."""
+    known = _ALTERNATIVES.get(id(keys))
+    if known is None or known[0] is not keys:  # the list is kept in the entry: its id stays its own
+        if len(_ALTERNATIVES) >= 1024:
+            _ALTERNATIVES.clear()
+        known = _ALTERNATIVES[id(keys)] = (keys, tuple((a,) if isinstance(a, str) else tuple(a) for a in keys))
+    return known[1]
+
+
+@lru_cache(maxsize=1024)
+def _key_path(path: str) -> tuple[str, str, Getter | None, bool]:
+    """An id key path read once: element and type code of ``identifier@MR``, or the path's getter and
+    whether it ends in an identifier."""
+    name, _, code = path.partition("@")
+    if code:
+        return name, code, None, False
+    return name, "", getter(path), path.split(".")[-1] == "identifier"
+
+
 def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[dict]:
     """Give every record its id, turn references into FHIR references, leave out empty elements
     (FHIR forbids them) and merge duplicates."""
     facility = header.sending_facility
-    busy: set[int] = set()
 
     def resolve(value: Any) -> Any:
         if isinstance(value, Ref):
@@ -84,41 +107,91 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
     def reference(ref: Ref) -> dict | None:
         return None if ref.record.dropped else {"reference": f"{ref.record.type}/{id_of(ref.record)}"}
 
-    # resolve() and prune() in one walk, bodies being walked once; only containers and references
-    # cost a call (most leaves are text), and FHIR forbids empty elements.
-    def resolved_pruned(value: Any) -> Any:
+    # resolve() and prune() in one walk over each body, in place (bodies are built for this message
+    # and shared with nothing): FHIR forbids empty elements.  Values are told apart by their class
+    # (most leaves are text); 0 and false are values.
+    def settle(value: Any) -> Any:
         if isinstance(value, dict):
-            out = {}
-            for k, v in value.items():
-                if isinstance(v, dict | list | Ref):
-                    v = resolved_pruned(v)
-                if v or v == 0 or v is False:  # FHIR forbids empty elements; 0 and false are values
-                    out[k] = v
-            return out
+            return settle_dict(value)
         if isinstance(value, list):
-            kept = []
-            for v in value:
-                if isinstance(v, dict | list | Ref):
-                    v = resolved_pruned(v)
-                if v or v == 0 or v is False:  # FHIR forbids empty elements; 0 and false are values
-                    kept.append(v)
-            return kept
+            return settle_list(value)
         return reference(value)
 
+    def settle_dict(value: dict) -> dict:
+        empty = None
+        for k, v in value.items():
+            cls = v.__class__
+            if cls is str:
+                if v:
+                    continue
+            elif cls is dict:
+                if settle_dict(v):
+                    continue
+            elif cls is list:
+                if settle_list(v):
+                    continue
+            else:
+                if cls is Ref:
+                    v = value[k] = reference(v)  # the key is there already: the dict keeps its size
+                elif isinstance(v, dict | list | Ref):
+                    v = value[k] = settle(v)
+                if v or v == 0 or v is False:
+                    continue
+            empty = [k] if empty is None else [*empty, k]
+        if empty is not None:
+            for k in empty:
+                del value[k]
+        return value
+
+    def settle_list(value: list) -> list:
+        some_empty = False
+        for i, v in enumerate(value):
+            cls = v.__class__
+            if cls is str:
+                if v:
+                    continue
+            elif cls is dict:
+                if settle_dict(v):
+                    continue
+            elif cls is list:
+                if settle_list(v):
+                    continue
+            else:
+                if cls is Ref:
+                    v = value[i] = reference(v)
+                elif isinstance(v, dict | list | Ref):
+                    v = value[i] = settle(v)
+                if v or v == 0 or v is False:
+                    continue
+            some_empty = True
+        if some_empty:
+            value[:] = [v for v in value if v or v == 0 or v is False]
+        return value
+
+    def settle_keys(body: dict, keys: set[str]) -> None:
+        some = {k: body[k] for k in keys if k in body}
+        settle_dict(some)
+        for k in keys:
+            if k in body:
+                if k in some:
+                    body[k] = some[k]  # in its place
+                else:
+                    del body[k]
+
     def key_part(record: Any, path: str) -> str:
-        name, _, code = path.partition("@")
+        name, code, get, identifier = _key_path(path)
         if code:
             items = record.body.get(name) or []
             chosen = _typed(items, code)
             return _identifier_key(chosen, facility) if chosen else ""
-        value = get_path(record.body, path)
+        value = get(record.body)
         if isinstance(value, list):
             value = value[0] if value else None
         if value is None or value == "":
             return ""
         if isinstance(value, Ref):
             return id_of(value.record)
-        if isinstance(value, dict) and "value" in value and path.split(".")[-1] == "identifier":
+        if isinstance(value, dict) and "value" in value and identifier:
             return _identifier_key(value, facility)
         if isinstance(value, dict) and value.get("coding"):  # a concept is its first code, not its wording
             coding = value["coding"][0]
@@ -128,21 +201,20 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
         return str(value)
 
     def id_of(record: Any) -> str:
-        if record.id is not None:
-            return record.id
-        if id(record) in busy:  # a cycle in key references: fall back to the position
-            return make_id(record.type, f"msg|{facility}|{header.control_id}|{record.position}|{record.rule}")
-        busy.add(id(record))
+        known = record.id
+        if known is not None:
+            if known is _BUSY:  # a cycle in key references: fall back to the position
+                return make_id(record.type, f"msg|{facility}|{header.control_id}|{record.position}|{record.rule}")
+            return known
+        record.id = _BUSY
         key = ""
-        for alternative in record.id_keys or id_settings.get(record.type, []):
-            paths = [alternative] if isinstance(alternative, str) else alternative
+        for paths in _alternatives(record.id_keys or id_settings.get(record.type, [])):
             parts = [key_part(record, p) for p in paths]
             if all(parts):
-                key = "|".join(f"{p}={v}" for p, v in zip(paths, parts, strict=True))
+                key = "|".join([f"{p}={v}" for p, v in zip(paths, parts, strict=True)])
                 break
         if not key:
             key = f"msg|{facility}|{header.control_id}|{record.position}|{record.rule}"
-        busy.discard(id(record))
         record.id = make_id(record.type, key)
         return record.id
 
@@ -156,7 +228,11 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
             seen.add((record.type, record.id))
     merged: dict[tuple[str, str], dict] = {}
     for record in records:
-        body = resolved_pruned(record.body)
+        body = record.body
+        if record.dirty:  # a rule may have left an empty element anywhere
+            settle_dict(body)
+        elif record.ref_keys:  # only references to resolve, under these elements
+            settle_keys(body, record.ref_keys)
         body["id"] = record.id
         known = merged.get((record.type, record.id))
         if known is None:
@@ -168,5 +244,6 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
 
 def _ordered(body: dict) -> dict:
     """resourceType and id first, for people reading the JSON."""
-    return {"resourceType": body["resourceType"], "id": body["id"],
-            **{k: v for k, v in body.items() if k not in ("resourceType", "id")}}
+    ordered = {"resourceType": body["resourceType"], "id": body["id"]}
+    ordered.update(body)  # the two keep their places
+    return ordered

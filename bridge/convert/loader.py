@@ -142,6 +142,9 @@ def load_mappings(override_dir: Path | None = None) -> Mappings:
     mappings = Mappings(merged["settings"], merged["messages"], merged["segments"], merged["datatypes"],
                         merged["vocabulary"], events, tuple(sources))
     check(mappings)
+    from .engine import plan_of  # compiled now: a rule that cannot be compiled fails at load time
+
+    plan_of(mappings)
     return mappings
 
 

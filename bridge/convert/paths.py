@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
+
+Setter = Callable[[dict, Any], None]
+Getter = Callable[[dict], Any]
 
 _STEP = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d*)\])?")
 
@@ -32,35 +36,93 @@ def compile_path(path: str) -> tuple[tuple[str, int | None, bool], ...]:
 def set_path(target: dict, path: str, value: Any) -> None:
     """Put value at path; a scalar already present is not overwritten (first mapping wins)."""
     steps = compile_path(path)
-    node: Any = target
-    for i, (name, index, is_list) in enumerate(steps):
-        last = i == len(steps) - 1
+    _put(_descend(target, steps[:-1]), steps[-1], value)
+
+
+def _descend(node: Any, steps: tuple[tuple[str, int | None, bool], ...]) -> Any:
+    """The element the last step of a path is put into, made as needed."""
+    for name, index, is_list in steps:
         if not is_list:
-            if last:
-                if name not in node:
-                    node[name] = value
-                elif isinstance(node[name], dict) and isinstance(value, dict):
-                    merge_missing(node[name], value)
-                return
             node = node.setdefault(name, {})
             continue
         items = node.setdefault(name, [])
         if index is None:  # append
-            if last:
-                items.append(value)
-                return
             items.append({})
             node = items[-1]
         else:
             while len(items) <= index:
                 items.append({})
-            if last:
-                if items[index] == {}:
-                    items[index] = value
-                elif isinstance(items[index], dict) and isinstance(value, dict):
-                    merge_missing(items[index], value)
-                return
             node = items[index]
+    return node
+
+
+def _put(node: Any, step: tuple[str, int | None, bool], value: Any) -> None:
+    name, index, is_list = step
+    if not is_list:
+        if name not in node:
+            node[name] = value
+        elif isinstance(node[name], dict) and isinstance(value, dict):
+            merge_missing(node[name], value)
+        return
+    items = node.setdefault(name, [])
+    if index is None:  # append
+        items.append(value)
+        return
+    while len(items) <= index:
+        items.append({})
+    if items[index] == {}:
+        items[index] = value
+    elif isinstance(items[index], dict) and isinstance(value, dict):
+        merge_missing(items[index], value)
+
+
+def setter(path: str) -> Setter:
+    """:func:`set_path` for one path, decided once: a mapping rule's path is fixed at load time."""
+    steps = compile_path(path)
+    inner, last = steps[:-1], steps[-1]
+    name, index, is_list = last
+    if not inner and not is_list:  # most paths are one element
+        def put_element(target: dict, value: Any) -> None:
+            if name not in target:
+                target[name] = value
+            else:
+                old = target[name]
+                if isinstance(old, dict) and isinstance(value, dict):
+                    merge_missing(old, value)
+        return put_element
+    if not inner and index is None:
+        def append(target: dict, value: Any) -> None:
+            if name in target:
+                target[name].append(value)
+            else:
+                target[name] = [value]
+        return append
+    if len(inner) == 1 and inner[0][1:] == (0, True) and not is_list:  # coding[0].code, name[0].family
+        outer = inner[0][0]
+
+        def put_in_first(target: dict, value: Any) -> None:
+            if outer not in target:
+                target[outer] = [{name: value}]
+                return
+            items = target[outer]
+            if not items:
+                items.append({})
+            node = items[0]
+            if name not in node:
+                node[name] = value
+            elif isinstance(node[name], dict) and isinstance(value, dict):
+                merge_missing(node[name], value)
+        return put_in_first
+    return lambda target, value: _put(_descend(target, inner), last, value)
+
+
+def getter(path: str) -> Getter:
+    """:func:`get_path` for one path, decided once."""
+    steps = compile_path(path)
+    if len(steps) == 1 and steps[0][1] is None:
+        name = steps[0][0]
+        return lambda source: source.get(name)
+    return lambda source: get_path(source, path)
 
 
 def get_path(source: dict, path: str) -> Any:
@@ -89,12 +151,36 @@ def merge_missing(target: dict, extra: dict) -> None:
 
 
 def prune(value: Any) -> Any:
-    """Drop empty strings, dicts and lists (FHIR forbids empty elements)."""
+    """Drop empty strings, dicts and lists (FHIR forbids empty elements).
+
+    A value with no empty element in it is returned itself, not copied: values are built fresh
+    for each message, and most have nothing to drop.
+    """
+    if isinstance(value, dict | list) and has_empty(value):
+        return _pruned(value)
+    return value
+
+
+def has_empty(value: dict | list) -> bool:
+    """Whether an empty string, dict, list or a None is anywhere in value."""
+    for v in value.values() if isinstance(value, dict) else value:
+        if v.__class__ is str:  # most leaves are text
+            if not v:
+                return True
+        elif isinstance(v, dict | list):
+            if not v or has_empty(v):
+                return True
+        elif v is None or v == "":
+            return True
+    return False
+
+
+def _pruned(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if isinstance(v, dict | list):  # only containers need a recursive call: most leaves are text
-                v = prune(v)
+                v = _pruned(v)
                 if v:
                     out[k] = v
             elif v is not None and v != "":
@@ -104,7 +190,7 @@ def prune(value: Any) -> Any:
         items = []
         for v in value:
             if isinstance(v, dict | list):
-                v = prune(v)
+                v = _pruned(v)
                 if v:
                     items.append(v)
             elif v is not None and v != "":
@@ -120,3 +206,27 @@ def copy_json(value: Any) -> Any:
     if isinstance(value, list):
         return [copy_json(v) for v in value]
     return value
+
+
+def copier(value: Any) -> Callable[[], Any]:
+    """:func:`copy_json` of one constant of the mappings, planned once: only its containers are copied
+    when it is called (constants are copied for every use, and most are small and flat)."""
+    if isinstance(value, dict):
+        nested_items = tuple((k, copier(v)) for k, v in value.items() if isinstance(v, dict | list))
+
+        def copy_dict() -> dict:
+            out = dict(value)
+            for k, copy in nested_items:
+                out[k] = copy()
+            return out
+        return copy_dict if nested_items else (lambda: dict(value))
+    if isinstance(value, list):
+        nested = tuple((i, copier(v)) for i, v in enumerate(value) if isinstance(v, dict | list))
+
+        def copy_list() -> list:
+            out = list(value)
+            for i, copy in nested:
+                out[i] = copy()
+            return out
+        return copy_list if nested else (lambda: list(value))
+    return lambda: value

@@ -28,35 +28,40 @@ def _zone(name: str) -> ZoneInfo:
         raise HL7Error("207", "", f"mapping setting timezone {name!r} is not a known time zone") from exc
 
 
-def _parts(value: str, where: str) -> re.Match:
+def _parts(value: str, where: str) -> tuple[str | None, ...]:
+    """The groups of a valid HL7 date/time: year, month, day, hour, minute, second, fraction, and
+    the offset's sign, hours and minutes."""
     m = _DTM.match(value.strip())
     if not m:
         raise HL7Error("102", where, f"{value!r} is not an HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])")
-    year, month, day, hour, minute, second = m.group(1, 2, 3, 4, 5, 6)
+    groups = m.groups()
+    year, month, day, hour, minute, second, _, sign, zh, zm = groups
     try:
         datetime(int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0),
                  min(int(second or 0), 59))
-        if m.group(8) and (int(m.group(9)) > 14 or int(m.group(10)) > 59):
+        if sign and (int(zh) > 14 or int(zm) > 59):
             raise ValueError("time zone offset out of range")
     except ValueError as exc:
         raise HL7Error("102", where, f"{value!r} is not a valid date/time: {exc}") from exc
-    return m
+    return groups
+
+
+def _date(year: str, month: str | None, day: str | None) -> str:
+    return "-".join(p for p in (year, month, day if month else None) if p)
 
 
 def to_date(value: str, where: str) -> str:
     """FHIR date (YYYY, YYYY-MM or YYYY-MM-DD); a time part is dropped."""
-    m = _parts(value, where)
-    year, month, day = m.group(1, 2, 3)
-    return "-".join(p for p in (year, month, day if month else None) if p)
+    year, month, day = _parts(value, where)[:3]
+    return _date(year, month, day)
 
 
 def to_datetime(value: str, where: str, timezone: str = "UTC") -> str:
     """FHIR dateTime.  FHIR requires a zone once there is a time; an HL7 time without one is local
     time of the sender, so the site's ``timezone`` setting (an IANA name) supplies the offset."""
-    m = _parts(value, where)
-    year, month, day, hour, minute, second, fraction, sign, zh, zm = m.groups()
+    year, month, day, hour, minute, second, fraction, sign, zh, zm = _parts(value, where)
     if not hour or not day:
-        return to_date(value, where)
+        return _date(year, month, day)
     text = f"{year}-{month}-{day}T{hour}:{minute or '00'}:{second or '00'}"
     if fraction:
         text += f".{fraction}"
