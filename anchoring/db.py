@@ -41,10 +41,66 @@ class Database(Protocol):
         """
         ...
 
+    def begin_shared_read(self) -> None:
+        """Until :meth:`end_shared_read`, this thread's read transactions are one (see SharedReads)."""
+        ...
+
+    def end_shared_read(self, error: BaseException | None = None) -> None: ...
+
     def close(self) -> None: ...
 
 
-class SqliteDatabase:
+class SharedReads:
+    """One read transaction for every read a thread makes between :meth:`begin_shared_read` and
+    :meth:`end_shared_read`: a partner request reads its token, the resource and the patient's
+    consents in one snapshot with one BEGIN and COMMIT instead of three.
+
+    A write transaction on the thread ends the shared read first (a read snapshot cannot safely be
+    upgraded); so does an error inside a read, so that a failed statement cannot poison later ones.
+    Subclasses keep ``self._local`` (thread-local) and implement ``_open_shared`` / ``_close_shared``.
+    """
+
+    _local: threading.local
+
+    def begin_shared_read(self) -> None:
+        if getattr(self._local, "shared", None) is None:
+            self._local.shared = self._open_shared()
+
+    def end_shared_read(self, error: BaseException | None = None) -> None:
+        shared = getattr(self._local, "shared", None)
+        if shared is not None:
+            self._local.shared = None
+            self._close_shared(shared, error)
+
+    @contextmanager
+    def _in_shared(self, write: bool) -> Iterator[Any]:
+        """A fresh cursor of the shared read transaction for a read, else None (a write ends it)."""
+        shared = getattr(self._local, "shared", None)
+        if shared is not None and write:
+            self.end_shared_read()
+        if shared is None or write:
+            yield None
+            return
+        cursor = self._cursor_of(shared)
+        try:
+            yield cursor
+        except BaseException as exc:
+            self.end_shared_read(exc)
+            raise
+        finally:
+            cursor.close()
+
+    def _open_shared(self) -> Any:
+        raise NotImplementedError
+
+    def _close_shared(self, shared: Any, error: BaseException | None) -> None:
+        raise NotImplementedError
+
+    def _cursor_of(self, shared: Any) -> Any:
+        raise NotImplementedError
+
+
+class SqliteDatabase(SharedReads):
     """SQLite in WAL mode with one connection per thread.
 
     ``synchronous=FULL`` because an acknowledged append must survive power loss, not only a
@@ -95,8 +151,31 @@ class SqliteDatabase:
                 self._fds.append(owner[1])
         return owner[1]
 
+    def _open_shared(self) -> tuple[sqlite3.Connection, int]:
+        conn = self._connection()
+        conn.execute("BEGIN DEFERRED")
+        # (PRAGMA query_only would guard against writes, but toggling it expires every prepared statement)
+        return conn, conn.total_changes
+
+    def _close_shared(self, shared: tuple[sqlite3.Connection, int], error: BaseException | None) -> None:
+        conn, changes = shared
+        if error is None and conn.total_changes == changes:
+            conn.commit()  # nothing was written: this only ends the snapshot
+            return
+        conn.rollback()
+        if error is None:
+            raise sqlite3.OperationalError("a write inside a shared read (readonly): use transaction(write=True); "
+                                           "it was rolled back")
+
+    def _cursor_of(self, shared: tuple[sqlite3.Connection, int]) -> sqlite3.Cursor:
+        return shared[0].cursor()
+
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[sqlite3.Cursor]:
+        with self._in_shared(write) as shared:
+            if shared is not None:
+                yield shared
+                return
         conn = self._connection()
         lock = self._write_lock() if write else None
         if lock is not None:

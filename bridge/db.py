@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlparse
 
-from anchoring.db import Database, SqliteDatabase
+from anchoring.db import Database, SharedReads, SqliteDatabase
 
 from .errors import DatabaseError
 
@@ -39,8 +39,11 @@ class _PgCursor:
     def fetchall(self) -> list[tuple]:
         return self._cursor.fetchall()
 
+    def close(self) -> None:
+        self._cursor.close()
 
-class PostgresDatabase:
+
+class PostgresDatabase(SharedReads):
     """PostgreSQL through psycopg 3, one connection per thread."""
 
     dialect = "postgresql"
@@ -71,8 +74,28 @@ class PostgresDatabase:
                 self._all.append(conn)
         return conn
 
+    def _open_shared(self) -> tuple[Any, Any]:
+        conn = self._connection()
+        transaction = conn.transaction()
+        transaction.__enter__()
+        # one snapshot for every statement (read committed would take one per statement); read only,
+        # so a write slipped into a read fails instead of riding on it
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return conn, transaction
+
+    def _close_shared(self, shared: tuple[Any, Any], error: BaseException | None) -> None:
+        # with the error, psycopg rolls back (a failed statement has aborted the transaction)
+        shared[1].__exit__(type(error) if error else None, error, error.__traceback__ if error else None)
+
+    def _cursor_of(self, shared: tuple[Any, Any]) -> _PgCursor:
+        return _PgCursor(shared[0].cursor())
+
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[_PgCursor]:
+        with self._in_shared(write) as shared:
+            if shared is not None:
+                yield shared
+                return
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
             yield _PgCursor(cur)

@@ -80,9 +80,14 @@ def page_links(path: str, args: list[tuple[str, str]], offset: int, count: int, 
 # -- access: scope, consent, audit ----------------------------------------------------------
 
 def begin(interaction: str, res_type: str, permission: str) -> tuple[Access, AccessGrant]:
-    """Start auditing this request, then check the token and its scope (a failure is audited too)."""
+    """Start auditing this request, then check the token and its scope (a failure is audited too).
+
+    A read or search reads its token, data and consents in one read transaction (one snapshot),
+    ended before the AuditEvent is written."""
     access = Access(interaction, query=request.full_path.rstrip("?"))
     g.fhir_access = access
+    if permission in ("r", "s"):
+        services().db.begin_shared_read()
     grant = current_grant()
     access.organization, access.client_id = grant.organization, grant.client_id
     require(res_type, permission)
@@ -117,6 +122,7 @@ def _audit(response: Response) -> Response:
     access: Access | None = g.pop("fhir_access", None)
     if access is None:
         return response
+    services().db.end_shared_read()
     status = response.status_code
     if status >= 400 and not access.patients:
         access.patients.update(_requested_patients())
@@ -166,9 +172,14 @@ def note(text: str) -> None:
     g.fhir_audit_note = text
 
 
+def _end_reads(error: BaseException | None) -> None:
+    services().db.end_shared_read(error)  # a request that failed before _audit ran
+
+
 def fhir_blueprint(name: str) -> Blueprint:
     blueprint = Blueprint(name, __name__, url_prefix="/fhir")
     blueprint.after_request(_audit)
+    blueprint.teardown_request(_end_reads)
     return blueprint
 
 

@@ -76,8 +76,10 @@ def read(res_type: str, res_id: str) -> Response:
     found = data().current(res_type, res_id)
     if found is None:
         raise ApiError(404, "not-found", f"{res_type}/{res_id} is not known", "id")
-    version, _ = found
-    patients = audit_patients(json.loads(version.content))
+    version, patient = found
+    # the compartment indexed with the version; an AuditEvent's patients are its entities
+    patients = audit_patients(json.loads(version.content)) if res_type == "AuditEvent" else \
+        [patient] if patient else []
     access.patients.update(patients)
     _gate(ConsentGate(grant.organization), patients, res_type)
     access.entities.append(f"{res_type}/{res_id}/_history/{version.version}")

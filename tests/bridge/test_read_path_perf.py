@@ -132,3 +132,77 @@ def test_audit_event_template_is_rfc8785():
     assert prepare(event).content(1, "2026-01-01T00:00:00Z") == rfc8785.dumps(
         with_version_meta(event, 1, "2026-01-01T00:00:00Z") | {"meta": {"versionId": "1",
                                                                           "lastUpdated": "2026-01-01T00:00:00Z"}})
+
+
+# -- one read transaction per request ----------------------------------------------------------
+
+def _table(db, rows: int) -> None:  # type: ignore[no-untyped-def]
+    with db.transaction(write=True) as cur:
+        cur.execute("CREATE TABLE shared_t (v INTEGER)")
+        for v in range(rows):
+            cur.execute("INSERT INTO shared_t (v) VALUES (?)", (v,))
+
+
+def _count(db) -> int:  # type: ignore[no-untyped-def]
+    with db.transaction() as cur:
+        cur.execute("SELECT COUNT(*) FROM shared_t")
+        return int(cur.fetchone()[0])
+
+
+def _insert_elsewhere(db, v: int) -> None:  # type: ignore[no-untyped-def]
+    """A commit from another thread (its own connection), as another request would make."""
+    def run() -> None:
+        with db.transaction(write=True) as cur:
+            cur.execute("INSERT INTO shared_t (v) VALUES (?)", (v,))
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+
+
+def test_reads_of_a_shared_read_see_one_snapshot(db):  # type: ignore[no-untyped-def]
+    _table(db, 1)
+    db.begin_shared_read()
+    try:
+        assert _count(db) == 1
+        _insert_elsewhere(db, 2)  # committed while the shared read is open
+        assert _count(db) == 1  # a later read of the same request sees the same snapshot
+    finally:
+        db.end_shared_read()
+    assert _count(db) == 2  # the next request sees the commit
+
+
+def test_a_write_ends_the_shared_read(db):  # type: ignore[no-untyped-def]
+    _table(db, 1)
+    db.begin_shared_read()
+    assert _count(db) == 1
+    _insert_elsewhere(db, 2)
+    with db.transaction(write=True) as cur:  # e.g. the AuditEvent of the request
+        cur.execute("INSERT INTO shared_t (v) VALUES (3)")
+    assert _count(db) == 3  # its own transaction: both commits are seen
+    db.end_shared_read()  # nothing left to end: no error
+
+
+def test_a_failed_statement_ends_the_shared_read(db):  # type: ignore[no-untyped-def]
+    _table(db, 1)
+    db.begin_shared_read()
+    with pytest.raises(Exception, match="no_such_table|no such table|does not exist"):
+        with db.transaction() as cur:
+            cur.execute("SELECT * FROM no_such_table")
+    # PostgreSQL would refuse every later statement of an aborted transaction; the next read has its own
+    _insert_elsewhere(db, 2)
+    assert _count(db) == 2
+    db.end_shared_read()
+
+
+def test_a_write_inside_a_read_transaction_of_a_shared_read_is_refused(db):  # type: ignore[no-untyped-def]
+    _table(db, 1)
+    db.begin_shared_read()
+    with pytest.raises(Exception, match="readonly|read-only"):  # PostgreSQL at once, SQLite at the end
+        with db.transaction() as cur:  # a read transaction: writes belong in transaction(write=True)
+            cur.execute("INSERT INTO shared_t (v) VALUES (9)")
+        db.end_shared_read()
+    db.end_shared_read()
+    assert _count(db) == 1  # rolled back
+    with db.transaction(write=True) as cur:  # the connection writes again once the shared read ended
+        cur.execute("INSERT INTO shared_t (v) VALUES (4)")
+    assert _count(db) == 2
