@@ -1,6 +1,9 @@
 """Patient consent to partner reads: FHIR R4 Consent resources, evaluated per request (no cache).
 
-A Consent counts when ``status`` is ``active`` and ``provision.period`` (if any) covers now.  Each
+A Consent counts when ``status`` is ``active`` and ``provision.period`` (if any) covers now, periods
+read as FHIR date ranges (time zones and precision honoured: an ``end`` of ``2026-03-01`` covers
+that whole day).  A provision whose period cannot be read keeps only its deny rules: consent errs
+towards not sharing.  Each
 provision (the root and every nested one) is a rule: ``type`` permit or deny; ``actor`` the
 organisations it names (``Organization/<id>`` references, or identifiers with that value; none =
 every organisation); ``class`` the categories it covers as FHIR resource-type codes (none = all).
@@ -12,9 +15,11 @@ permit rule permits; else the regime decides: ``opt-in`` denies, ``opt-out`` per
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+
+from .fhir_dates import DateValueError, parse_range, period_range
 
 REGIMES = ("opt-in", "opt-out")
 STATUSES = ("draft", "proposed", "active", "rejected", "inactive", "entered-in-error")
@@ -56,29 +61,59 @@ def _classes(provision: dict) -> frozenset[str] | None:
     return frozenset(found) if found else None
 
 
-def _in_period(provision: dict, now: str) -> bool:
-    period = provision.get("period") or {}
-    start, end = period.get("start"), period.get("end")
-    return (not start or start[: len(now)] <= now) and (not end or now <= end or now.startswith(end))
+def _in_period(provision: dict, now: int) -> bool | None:
+    """Whether the provision's period covers ``now`` (microseconds since the epoch); None when the
+    period cannot be read."""
+    period = provision.get("period")
+    if not period:
+        return True
+    try:
+        span = period_range(period) if isinstance(period, dict) else None
+    except DateValueError:
+        span = None
+    return None if span is None else span.low <= now < span.high
+
+
+def period_problem(provision: dict) -> str | None:
+    """Why a provision's period (or a nested one's) cannot be read, or None."""
+    period = provision.get("period")
+    if period:
+        try:
+            if not isinstance(period, dict):
+                raise DateValueError("a Period is an object with start and/or end")
+            period_range(period)
+        except DateValueError as exc:
+            return str(exc)
+    for nested in provision.get("provision") or []:
+        problem = period_problem(nested) if isinstance(nested, dict) else None
+        if problem:
+            return problem
+    return None
 
 
 def rules_of(consent: dict, now: str | None = None) -> list[Rule]:
-    """The rules of one Consent (empty unless it is active and in its period); pure."""
-    now = now or datetime.now(UTC).isoformat(timespec="seconds")
+    """The rules of one Consent (empty unless it is active and in its period); pure.  ``now``: a FHIR
+    instant, default the current time."""
+    instant = parse_range(now).low if now else time.time_ns() // 1000  # microseconds, as date ranges are
     root = consent.get("provision")
-    if consent.get("status") != "active" or not isinstance(root, dict) or not _in_period(root, now):
+    if consent.get("status") != "active" or not isinstance(root, dict):
         return []
     rules: list[Rule] = []
 
-    def walk(provision: dict, actors: frozenset[str] | None, classes: frozenset[str] | None) -> None:
+    def walk(provision: dict, actors: frozenset[str] | None, classes: frozenset[str] | None, sure: bool) -> None:
+        covered = _in_period(provision, instant)
+        if covered is False:
+            return  # nor do its nested provisions apply
+        sure = sure and covered is True
         actors, classes = _actors(provision) or actors, _classes(provision) or classes
-        if provision.get("type") in ("permit", "deny"):
-            rules.append(Rule(provision["type"] == "permit", actors, classes))
+        kind = provision.get("type")
+        if kind == "deny" or (kind == "permit" and sure):  # an unreadable period permits nothing
+            rules.append(Rule(kind == "permit", actors, classes))
         for nested in provision.get("provision") or []:
-            if isinstance(nested, dict) and _in_period(nested, now):
-                walk(nested, actors, classes)
+            if isinstance(nested, dict):
+                walk(nested, actors, classes, sure)
 
-    walk(root, None, None)
+    walk(root, None, None, True)
     return rules
 
 
@@ -105,4 +140,7 @@ def validate_consent(resource: dict) -> str | None:
     provision = resource.get("provision")
     if not isinstance(provision, dict) or provision.get("type") not in ("permit", "deny"):
         return "Consent.provision.type: expected permit or deny"
+    problem = period_problem(provision)
+    if problem:
+        return f"Consent.provision.period: {problem}"
     return None

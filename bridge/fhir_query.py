@@ -2,21 +2,29 @@
 
 Supported: the parameters of :data:`bridge.search_index.PARAMETERS` per type, ``_id`` and
 ``_lastUpdated`` on every type.  Comma-separated values are ORed, repeated parameters ANDed.
-Modifiers: ``:exact`` and ``:contains`` on strings, ``:missing`` nowhere (refused).  Date
-prefixes ``eq`` (default), ``lt``, ``le``, ``gt``, ``ge``.  Unknown parameters are refused with
-400 naming them, rather than ignored: a partner must not receive more than it asked for.
+Modifiers: ``:exact`` and ``:contains`` on strings, ``:missing`` nowhere (refused).  Unknown
+parameters are refused with 400 naming them, rather than ignored: a partner must not receive more
+than it asked for.
+
+Dates (and ``_lastUpdated``) compare ranges, as R4 search 3.1.1.5.2 says: the search value's
+implicit range against each range in ``search_dates``, with every R4 prefix (``eq`` by default,
+``ne``, ``gt``, ``lt``, ``ge``, ``le``, ``sa``, ``eb``, ``ap``) as :data:`bridge.fhir_dates.PREFIXES`
+defines it; ``ap`` widens the search range by 10 % of its distance from now.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
-from .search_index import PARAMETERS
+from .fhir_dates import PREFIXES, DateRange, DateValueError, approximate, instant_text, parse_range
+from .search_index import LAST_UPDATED, PARAMETERS
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 TYPE_PATTERN = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-DATE_PATTERN = re.compile(r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
+# an unencoded "+" of a time zone arrives as a space (form encoding); read it as the "+" it was
+_ZONE_AS_SPACE = re.compile(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:\d{2})$")
 DEFAULT_COUNT, MAX_COUNT = 50, 1000
 #: result parameters handled by the views, not by the index
 CONTROL = ("_count", "_offset", "_include", "_format", "_since", "_type")
@@ -31,11 +39,20 @@ class SearchError(ValueError):
 
 
 @dataclass(frozen=True)
+class DateSearch:
+    """One date value of a search: its prefix and the range it compares with (``ap``: widened)."""
+
+    prefix: str
+    range: DateRange
+
+
+@dataclass(frozen=True)
 class Condition:
     param: str  # index parameter, "_id" or "_lastUpdated"
     kind: str
     modifier: str
     values: tuple[str, ...]
+    dates: tuple[DateSearch, ...] = ()  # kind "date": the values parsed
 
 
 @dataclass
@@ -47,15 +64,23 @@ class SearchQuery:
     include_patient: bool = False
 
 
-def _date(param: str, raw: str) -> tuple[str, str]:
-    prefix, value = ("eq", raw)
-    if raw[:2] in ("eq", "lt", "le", "gt", "ge"):
-        prefix, value = raw[:2], raw[2:]
+def date_search(param: str, raw: str, now: int) -> DateSearch:
+    """A date search value: an optional R4 prefix and a FHIR date, dateTime or instant; ``now``
+    (microseconds since the epoch) sets ``ap``'s tolerance."""
+    prefix, value = ("eq", _ZONE_AS_SPACE.sub(r"\1+\2", raw))
+    if raw[:2] in PREFIXES:
+        prefix, value = raw[:2], value[2:]
     elif raw[:2].isalpha():
-        raise SearchError(param, f"{param}: prefix {raw[:2]!r} is not supported; use eq, lt, le, gt or ge")
-    if not DATE_PATTERN.match(value):
-        raise SearchError(param, f"{param}: expected a FHIR date or dateTime, found {value[:40]!r}")
-    return prefix, value
+        raise SearchError(param, f"{param}: prefix {raw[:2]!r} is not supported; use one of {', '.join(PREFIXES)}")
+    try:
+        found = parse_range(value)
+    except DateValueError as exc:
+        raise SearchError(param, f"{param}: {exc}") from None
+    return DateSearch(prefix, approximate(found, now) if prefix == "ap" else found)
+
+
+def _now() -> int:
+    return time.time_ns() // 1000
 
 
 def reference_value(param: str, raw: str, target: str = "Patient") -> str:
@@ -66,15 +91,27 @@ def reference_value(param: str, raw: str, target: str = "Patient") -> str:
     return ref
 
 
+def since_value(param: str, raw: str) -> str:
+    """``_since`` (history, ``$everything``): versions made at or after the start of the value's
+    range, as the stored ``last_updated`` text to compare with (see :func:`instant_text`)."""
+    try:
+        return instant_text(parse_range(raw.replace(" ", "+")).low)  # an unencoded + arrives as a space
+    except DateValueError as exc:
+        raise SearchError(param, f"{param}: {exc}") from None
+
+
 def non_negative_int(param: str, raw: str, maximum: int) -> int:
     if not raw.isdigit() or int(raw) > maximum:
         raise SearchError(param, f"{param}: expected an integer from 0 to {maximum}, found {raw[:20]!r}")
     return int(raw)
 
 
-def parse_search(res_type: str, args: list[tuple[str, str]], extra_control: tuple[str, ...] = ()) -> SearchQuery:
-    """Parse a type-level search's query parameters (in order, repeated ones kept)."""
+def parse_search(res_type: str, args: list[tuple[str, str]], extra_control: tuple[str, ...] = (),
+                 now: int | None = None) -> SearchQuery:
+    """Parse a type-level search's query parameters (in order, repeated ones kept); ``now``
+    (microseconds since the epoch, default the clock) is what ``ap`` on a date is measured from."""
     known = PARAMETERS.get(res_type, {})
+    now = _now() if now is None else now
     query = SearchQuery(res_type)
     for name, raw in args:
         base, _, modifier = name.partition(":")
@@ -96,19 +133,22 @@ def parse_search(res_type: str, args: list[tuple[str, str]], extra_control: tupl
             if not all(ID_PATTERN.match(v) for v in values):
                 raise SearchError(name, f"_id: expected resource ids, found {raw[:80]!r}")
             query.conditions.append(Condition("_id", "id", "", values))
-        elif base == "_lastUpdated":
-            query.conditions.append(Condition("_lastUpdated", "date", "", ("".join(_date(name, raw)),)))
+        elif base == LAST_UPDATED:
+            if modifier:
+                raise SearchError(name, f"{name}: modifier :{modifier} is not supported for _lastUpdated")
+            query.conditions.append(_date_condition(LAST_UPDATED, name, raw, now))
         elif base in known:
             kind = known[base][0]
             allowed = {"string": ("", "exact", "contains")}.get(kind, ("",))
             if modifier not in allowed:
                 raise SearchError(name, f"{name}: modifier :{modifier} is not supported for this {kind} parameter")
+            if kind == "date":
+                query.conditions.append(_date_condition(base, name, raw, now))
+                continue
             values = tuple(v for v in raw.split(",") if v != "")
             if not values:
                 raise SearchError(name, f"{name}: expected a value")
-            if kind == "date":
-                values = tuple("".join(_date(name, v)) for v in values)
-            elif kind == "reference":
+            if kind == "reference":
                 values = tuple(reference_value(name, v) for v in values)
             elif kind == "string":
                 values = tuple(v.lower() for v in values)
@@ -119,48 +159,52 @@ def parse_search(res_type: str, args: list[tuple[str, str]], extra_control: tupl
     return query
 
 
+def _date_condition(param: str, name: str, raw: str, now: int) -> Condition:
+    values = tuple(v for v in raw.split(",") if v != "")
+    if not values:
+        raise SearchError(name, f"{name}: expected a value")
+    return Condition(param, "date", "", values, tuple(date_search(name, v, now) for v in values))
+
+
 def _like(value: str, contains: bool) -> str:
     escaped = value.replace("!", "!!").replace("%", "!%").replace("_", "!_")
     return ("%" if contains else "") + escaped + "%"
 
 
-def _date_sql(column: str, value: str) -> tuple[str, list[str]]:
-    prefix, text = value[:2], value[2:]
-    if prefix == "eq":
-        return f"{column} LIKE ? ESCAPE '!'", [_like(text, False)]
-    if prefix == "ge":
-        return f"{column} >= ?", [text]
-    if prefix == "gt":
-        return f"({column} > ? AND {column} NOT LIKE ? ESCAPE '!')", [text, _like(text, False)]
-    if prefix == "le":
-        return f"({column} <= ? OR {column} LIKE ? ESCAPE '!')", [text, _like(text, False)]
-    return f"{column} < ?", [text]  # lt
+def _date_sql(date: DateSearch) -> tuple[str, list[int]]:
+    """One prefixed value over ``search_dates d``, spelt from :data:`PREFIXES`."""
+    bounds = {"low": date.range.low, "high": date.range.high}
+    ors, params = [], []
+    for conjunction in PREFIXES[date.prefix]:
+        ors.append(" AND ".join(f"d.{mine} {op} ?" for mine, op, _ in conjunction))
+        params.extend(bounds[theirs] for _, _, theirs in conjunction)
+    return "(" + " OR ".join(f"({part})" for part in ors) + ")", params
 
 
-def condition_sql(cond: Condition) -> tuple[str, list[str]]:
+def condition_sql(cond: Condition) -> tuple[str, list]:
     """SQL over ``resource_current c`` for one condition (values ORed)."""
     if cond.kind == "id":
         return f"c.res_id IN ({', '.join('?' * len(cond.values))})", list(cond.values)
-    if cond.param == "_lastUpdated":
-        parts = [_date_sql("c.last_updated", v) for v in cond.values]
-        return "(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
+    if cond.kind == "date":  # _lastUpdated is a row of search_dates too
+        parts = [_date_sql(d) for d in cond.dates]
+        sql = ("EXISTS (SELECT 1 FROM search_dates d WHERE d.res_type = c.res_type AND d.res_id = c.res_id "
+               f"AND d.param = ? AND ({' OR '.join(p for p, _ in parts)}))")
+        return sql, [cond.param, *(x for _, ps in parts for x in ps)]
     if cond.kind in ("token", "reference") or (cond.kind == "string" and cond.modifier == "exact"):
         test, params = f"t.value IN ({', '.join('?' * len(cond.values))})", list(cond.values)
-    elif cond.kind == "string":
+    else:  # string
         contains = cond.modifier == "contains"
         test = "(" + " OR ".join(["t.value LIKE ? ESCAPE '!'"] * len(cond.values)) + ")"
         params = [_like(v, contains) for v in cond.values]
-    else:  # date
-        parts = [_date_sql("t.value", v) for v in cond.values]
-        test, params = "(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
     sql = ("EXISTS (SELECT 1 FROM search_tokens t WHERE t.res_type = c.res_type AND t.res_id = c.res_id "
            f"AND t.param = ? AND {test})")
     return sql, [cond.param, *params]
 
 
-def search_sql(query: SearchQuery) -> tuple[str, list[str]]:
+def search_sql(query: SearchQuery) -> tuple[str, list]:
     """All matches (type, id, version, patient), newest first; paging happens after consent filtering."""
-    where, params = ["c.res_type = ?"], [query.res_type]
+    where: list[str] = ["c.res_type = ?"]
+    params: list = [query.res_type]
     for cond in query.conditions:
         sql, ps = condition_sql(cond)
         where.append(sql)

@@ -1,14 +1,19 @@
 """The search-parameter index: current versions only, filled in the transaction that stores a version.
 
-Two tables:
+Three tables:
 
 * ``resource_current``: one row per resource: its current version, ``meta.lastUpdated`` and the
   patient whose compartment it is in (``Patient/<id>``; a Patient is in its own).
 * ``search_tokens``: (type, id, parameter, value) rows for the current version.  Tokens are kept
-  twice, ``code`` and ``system|code``; strings lower-cased; dates as written (ISO 8601), compared
-  as text, which orders them correctly at equal precision and time zone.
+  twice, ``code`` and ``system|code``; strings lower-cased.
+* ``search_dates``: (type, id, parameter, low, high) rows: each date parameter's value as the
+  implicit range FHIR search compares (:mod:`bridge.fhir_dates`: microseconds, UTC, half-open; a
+  Period is one range, start to end), and ``_lastUpdated`` for every resource.
 
-:func:`extract` is pure; :func:`index_version` writes; ``_history`` reads ``resource_versions``.
+:func:`extract` is pure and yields a date as the text ``low/high``, so the rows computed before a
+transaction (``IndexEntry.tokens``) stay string pairs; :func:`index_many` writes them to
+``search_dates``.  A date the resource holds that is not a FHIR date is not indexed (the resource
+is still stored; it is not found by that parameter).  ``_history`` reads ``resource_versions``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from typing import Any, NamedTuple
 
 from anchoring.db import Cursor
 
+from .fhir_dates import DateRange, DateValueError, parse_range, value_range
+
+# search_dates: the (type, id, param, low, high) index answers the correlated EXISTS per resource
+# (SQLite's plan) and the deletes, and is unique so a row cannot be indexed twice; the (type, param,
+# low, high) one lets PostgreSQL turn a selective range into a semi-join (seen with EXPLAIN)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resource_current (
     res_type TEXT NOT NULL,
@@ -37,19 +47,29 @@ CREATE TABLE IF NOT EXISTS search_tokens (
     value TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS search_tokens_lookup ON search_tokens (res_type, param, value);
-CREATE INDEX IF NOT EXISTS search_tokens_resource ON search_tokens (res_type, res_id)
+CREATE INDEX IF NOT EXISTS search_tokens_resource ON search_tokens (res_type, res_id);
+CREATE TABLE IF NOT EXISTS search_dates (
+    res_type TEXT NOT NULL,
+    res_id TEXT NOT NULL,
+    param TEXT NOT NULL,
+    low BIGINT NOT NULL,
+    high BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS search_dates_resource ON search_dates (res_type, res_id, param, low, high);
+CREATE INDEX IF NOT EXISTS search_dates_lookup ON search_dates (res_type, param, low, high)
 """
 
 # Search parameters per resource type: name -> (kind, element paths).  Paths are dotted; a list
-# along the way is walked item by item.  Names follow FHIR R4's search parameters.
+# along the way is walked item by item; a date path ends at a date, dateTime, instant or Period.
+# Names follow FHIR R4's search parameters.
 _CLINICAL_DATE = {
-    "Observation": ["effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"],
-    "Condition": ["onsetDateTime", "onsetPeriod.start", "recordedDate"],
-    "Encounter": ["period.start"],
+    "Observation": ["effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"],
+    "Condition": ["onsetDateTime", "onsetPeriod", "recordedDate"],
+    "Encounter": ["period"],
     "Immunization": ["occurrenceDateTime"],
     "MedicationRequest": ["authoredOn"],
     "AllergyIntolerance": ["recordedDate", "onsetDateTime"],
-    "DiagnosticReport": ["effectiveDateTime", "effectivePeriod.start", "issued"],
+    "DiagnosticReport": ["effectiveDateTime", "effectivePeriod", "issued"],
     "DocumentReference": ["date"],
 }
 _CLINICAL_CODE = {
@@ -102,10 +122,48 @@ for _type in _CLINICAL_DATE:
 #: types whose resources belong to a patient's compartment, and the elements naming the patient
 COMPARTMENT = {t: ["subject", "patient"] for t in _CLINICAL_DATE} | {"Consent": ["patient"]}
 
+#: (type, parameter) of the date parameters: their rows go to ``search_dates``
+DATE_PARAMETERS = frozenset((t, name) for t, params in PARAMETERS.items()
+                            for name, (kind, _) in params.items() if kind == "date")
+LAST_UPDATED = "_lastUpdated"
+_BACKFILL_CHUNK = 500
+
 
 def ensure_schema(cur: Cursor) -> None:
+    """Create the tables; a database indexed before ``search_dates`` existed gets its dates indexed."""
     for statement in _SCHEMA.split(";"):
         cur.execute(statement)
+    # every indexed resource has a _lastUpdated row, so an empty search_dates beside indexed
+    # resources means the index predates it (an empty index is filled by FhirData's rebuild)
+    cur.execute("SELECT 1 FROM search_dates LIMIT 1")
+    if cur.fetchone() is None:
+        cur.execute("SELECT 1 FROM resource_current LIMIT 1")
+        if cur.fetchone() is not None:
+            backfill_dates(cur)
+
+
+def backfill_dates(cur: Cursor) -> int:
+    """Index the date rows of every current version from its stored content, and drop the date
+    rows ``search_tokens`` held as text before ``search_dates`` existed; returns how many resources.
+    Read in chunks by key, so a large store is not loaded at once."""
+    cur.executemany("DELETE FROM search_tokens WHERE res_type = ? AND param = ?", sorted(DATE_PARAMETERS))
+    count, after = 0, ("", "")
+    while True:
+        cur.execute(
+            "SELECT c.res_type, c.res_id, c.last_updated, v.content FROM resource_current c "
+            "JOIN resource_versions v ON v.res_type = c.res_type AND v.res_id = c.res_id AND v.version = c.version "
+            "WHERE c.res_type > ? OR (c.res_type = ? AND c.res_id > ?) ORDER BY c.res_type, c.res_id LIMIT ?",
+            (after[0], after[0], after[1], _BACKFILL_CHUNK),
+        )
+        chunk = cur.fetchall()
+        if not chunk:
+            return count
+        rows = [row for res_type, res_id, last_updated, content in chunk
+                for row in _date_rows(res_type, res_id, last_updated, extract(json.loads(bytes(content))))]
+        if rows:
+            cur.executemany(_INSERT_DATE, rows)
+        count += len(chunk)
+        after = (chunk[-1][0], chunk[-1][1])
 
 
 def _collect(value: Any, path: tuple[str, ...], at: int, out: list[Any]) -> None:
@@ -188,8 +246,10 @@ def extract(resource: dict) -> list[tuple[str, str]]:
                 if isinstance(value, str):
                     rows.add((name, value.lower()))
             elif kind == "date":
-                if isinstance(value, str):
-                    rows.add((name, value))
+                try:
+                    rows.add((name, date_token(value_range(value))))
+                except DateValueError:
+                    pass  # not a date: the resource cannot be found by it (module docstring)
             elif kind == "reference":
                 ref = _reference(value)
                 if ref:
@@ -216,21 +276,53 @@ class IndexEntry(NamedTuple):
     replaces: bool  # the resource may have rows already (False: new, nothing to clear)
 
 
+def date_token(found: DateRange) -> str:
+    """A date row as :func:`extract` yields it: ``low/high``."""
+    return f"{found.low}/{found.high}"
+
+
+_INSERT_TOKEN = "INSERT INTO search_tokens (res_type, res_id, param, value) VALUES (?, ?, ?, ?)"
+_INSERT_DATE = "INSERT INTO search_dates (res_type, res_id, param, low, high) VALUES (?, ?, ?, ?, ?)"
+
+
+def _token_rows(res_type: str, res_id: str, rows: Iterable[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
+    return [(res_type, res_id, p, v) for p, v in rows if (res_type, p) not in DATE_PARAMETERS]
+
+
+def _date_rows(res_type: str, res_id: str, last_updated: str,
+               rows: Iterable[tuple[str, str]]) -> list[tuple[str, str, str, int, int]]:
+    """``search_dates`` rows: the date parameters' ``low/high`` tokens and ``_lastUpdated``."""
+    out = []
+    for p, v in rows:
+        if (res_type, p) in DATE_PARAMETERS:
+            low, _, high = v.partition("/")
+            out.append((res_type, res_id, p, int(low), int(high)))
+    try:
+        updated = parse_range(last_updated)
+    except DateValueError:
+        return out  # not an instant (never written by this bridge): not found by _lastUpdated
+    return [*out, (res_type, res_id, LAST_UPDATED, updated.low, updated.high)]
+
+
 def index_many(cur: Cursor, entries: list[IndexEntry]) -> None:
     """Make each entry's version the indexed current one (each resource once), its ``patient`` and
     :func:`extract` rows computed beforehand, with one statement per kind of row."""
     cleared = [(e.res_type, e.res_id) for e in entries if e.replaces]
     if cleared:
         cur.executemany("DELETE FROM search_tokens WHERE res_type = ? AND res_id = ?", cleared)
+        cur.executemany("DELETE FROM search_dates WHERE res_type = ? AND res_id = ?", cleared)
     cur.executemany(
         "INSERT INTO resource_current (res_type, res_id, version, last_updated, patient) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (res_type, res_id) DO UPDATE SET version = excluded.version, "
         "last_updated = excluded.last_updated, patient = excluded.patient",
         [(e.res_type, e.res_id, e.version, e.last_updated, e.patient) for e in entries],
     )
-    params = [(e.res_type, e.res_id, p, v) for e in entries for p, v in e.tokens]
-    if params:
-        cur.executemany("INSERT INTO search_tokens (res_type, res_id, param, value) VALUES (?, ?, ?, ?)", params)
+    tokens = [row for e in entries for row in _token_rows(e.res_type, e.res_id, e.tokens)]
+    if tokens:
+        cur.executemany(_INSERT_TOKEN, tokens)
+    dates = [row for e in entries for row in _date_rows(e.res_type, e.res_id, e.last_updated, e.tokens)]
+    if dates:
+        cur.executemany(_INSERT_DATE, dates)
 
 
 def index_new(cur: Cursor, res_type: str, res_id: str, last_updated: str, patient: str | None,
@@ -241,11 +333,12 @@ def index_new(cur: Cursor, res_type: str, res_id: str, last_updated: str, patien
         "INSERT INTO resource_current (res_type, res_id, version, last_updated, patient) VALUES (?, ?, 1, ?, ?)",
         (res_type, res_id, last_updated, patient),
     )
-    if rows:
-        cur.executemany(
-            "INSERT INTO search_tokens (res_type, res_id, param, value) VALUES (?, ?, ?, ?)",
-            [(res_type, res_id, p, v) for p, v in rows],
-        )
+    tokens = _token_rows(res_type, res_id, rows)
+    if tokens:
+        cur.executemany(_INSERT_TOKEN, tokens)
+    dates = _date_rows(res_type, res_id, last_updated, rows)
+    if dates:
+        cur.executemany(_INSERT_DATE, dates)
 
 
 def rebuild(cur: Cursor, versions: Iterable[tuple[str, str, int, str, bytes]]) -> int:

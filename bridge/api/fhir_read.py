@@ -12,7 +12,7 @@ from email.utils import format_datetime
 
 from flask import Response, request
 
-from ..fhir_query import MAX_COUNT, SearchError, non_negative_int
+from ..fhir_query import MAX_COUNT, SearchError, non_negative_int, since_value
 from ..search_index import patient_of
 from ..store import StoredVersion
 from .fhir_bundle import Entry, bundle
@@ -111,9 +111,10 @@ def _count(default: int) -> int:
 
 def _since() -> str | None:
     since = request.args.get("_since")
-    if since is not None and (len(since) < 4 or not since[:4].isdigit()):
-        raise ApiError(400, "value", f"_since must be an instant, found {since[:40]!r}", "_since")
-    return since
+    try:
+        return None if since is None else since_value("_since", since)
+    except SearchError as exc:
+        raise ApiError(400, "value", str(exc), exc.param) from None
 
 
 def _offset() -> int:

@@ -13,7 +13,7 @@ from flask import Response, request
 
 from ..auth.scopes import allows
 from ..fhir_data import Row
-from ..fhir_query import MAX_COUNT, SearchError, parse_search, reference_value, search_sql
+from ..fhir_query import MAX_COUNT, SearchError, parse_search, reference_value, search_sql, since_value
 from ..search_index import PARAMETERS
 from .fhir_bundle import Entry, bundle
 from .fhir_common import (
@@ -84,9 +84,10 @@ def everything(res_id: str) -> Response:
     since, types, count, offset = None, None, None, 0
     for name, value in args:
         if name == "_since":
-            if len(value) < 4 or not value[:4].isdigit():
-                raise ApiError(400, "value", f"_since must be an instant, found {value[:40]!r}", "_since")
-            since = value
+            try:
+                since = since_value(name, value)
+            except SearchError as exc:
+                raise ApiError(400, "value", str(exc), exc.param) from None
         elif name == "_type":
             types = set(value.split(","))
         elif name in ("_count", "_offset"):

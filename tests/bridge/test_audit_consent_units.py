@@ -69,3 +69,39 @@ def test_consent_cli(tmp_path, monkeypatch, capsys, config):
     path.write_text(json.dumps({"resourceType": "Consent"}))
     assert main(["consent", "add", str(path)]) == 2
     assert main(["consent", "revoke", "nope"]) == 2
+
+
+def test_consent_periods_are_date_ranges_with_zones_and_precision():
+    def with_period(period, kind="permit"):  # type: ignore[no-untyped-def]
+        c = consent("p", "p1", "org-a")
+        c["provision"]["period"] = period
+        c["provision"]["type"] = kind
+        return c
+
+    day_end = with_period({"end": "2026-03-01"})  # the whole of 1 March (UTC) is covered
+    assert rules_of(day_end, now="2026-03-01T23:59:59Z")
+    assert not rules_of(day_end, now="2026-03-02T00:00:00Z")
+    # 2026-03-01T20:00:00-05:00 is 01:00 UTC on the 2nd: past the end, whatever the text says
+    assert not rules_of(day_end, now="2026-03-01T20:00:00-05:00")
+    starts = with_period({"start": "2026-03-02T00:00:00+02:00"})  # 22:00 UTC on the 1st
+    assert rules_of(starts, now="2026-03-01T22:30:00Z")
+    assert not rules_of(starts, now="2026-03-01T21:59:59Z")
+    # an unreadable period: a permit does not count, a deny still does (consent errs towards not sharing)
+    assert rules_of(with_period({"end": "next year"}), now="2026-01-01T00:00:00Z") == []
+    denies = rules_of(with_period({"end": "next year"}, "deny"), now="2026-01-01T00:00:00Z")
+    assert len(denies) == 1 and not denies[0].permit
+    nested = consent("n", "p1", None)
+    nested["provision"]["provision"] = [{"type": "deny", "period": {"start": "2026-06-01"},
+                                         "actor": [{"reference": {"reference": "Organization/org-x"}}]}]
+    assert decide(rules_of(nested, now="2026-05-31T23:00:00Z"), "org-x", "Observation", "opt-in").permitted
+    assert not decide(rules_of(nested, now="2026-06-01T00:00:00Z"), "org-x", "Observation", "opt-in").permitted
+
+
+def test_a_consent_with_an_unreadable_period_is_refused():
+    good = consent("v", "p1", "org-a")
+    assert validate_consent(good) is None
+    good["provision"]["period"] = {"start": "2026-02-30"}
+    assert validate_consent(good).startswith("Consent.provision.period: '2026-02-30'")
+    nested = consent("w", "p1", "org-a")
+    nested["provision"]["provision"] = [{"type": "deny", "period": {"start": "2026-05-01", "end": "2026-04-01"}}]
+    assert "ends before it starts" in validate_consent(nested)

@@ -163,6 +163,25 @@ def test_history_and_everything(client, org_a):
     assert [e["resource"]["id"] for e in since["entry"]] == ["o1"]
 
 
+@pytest.mark.parametrize("since, observations", [
+    ("2026-01-03T05:00:00-05:00", 1),  # 10:00 UTC, when o1's second version was made: included
+    ("2026-01-03T05:00:01-05:00", 0),  # a second later (as text it sorts before "2026-01-03T10...")
+    ("2026-01-03T11:00:00%2B01:00", 1),  # the same instant written east of UTC
+])
+def test_since_compares_instants_not_text(client, org_a, since, observations):
+    history = client.get(f"/fhir/Observation/_history?_since={since}", headers=org_a).get_json(force=True)
+    assert history["total"] == observations
+    everything = client.get(f"/fhir/Patient/p1/$everything?_since={since}", headers=org_a).get_json(force=True)
+    assert [e["resource"]["id"] for e in everything.get("entry", [])] == ["o1"] * observations
+    instance = client.get(f"/fhir/Observation/o1/_history?_since={since}", headers=org_a).get_json(force=True)
+    assert instance["total"] == observations
+
+
+def test_a_since_that_is_not_an_instant_is_a_400(client, org_a):
+    for path in ("/fhir/Observation/_history", "/fhir/Patient/p1/$everything", "/fhir/Observation/o1/_history"):
+        outcome(client.get(f"{path}?_since=2026-13-01", headers=org_a), 400, "_since")
+
+
 def test_every_auth_failure_is_rejected(client, services, org_a):
     outcome(client.get("/fhir/Patient/p1"), 401, "bearer access token is required")
     outcome(client.get("/fhir/Patient/p1", headers={"Authorization": "Bearer forged"}), 401, "unknown or expired")
