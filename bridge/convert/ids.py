@@ -65,6 +65,7 @@ def _typed(items: list, code: str) -> dict | None:
 
 
 _BUSY: Any = object()  # the id of a record whose key is being worked out
+_GONE: Any = object()  # an element left empty by settling: FHIR forbids it
 _ALTERNATIVES: dict[int, tuple[list, tuple[tuple[str, ...], ...]]] = {}
 
 
@@ -117,25 +118,30 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
             return settle_list(value)
         return reference(value)
 
+    def kept(v: Any) -> Any:
+        """A value other than text settled (containers in place); ``_GONE`` if it ends up empty."""
+        cls = v.__class__
+        if cls is dict:
+            return v if settle_dict(v) else _GONE
+        if cls is list:
+            return v if settle_list(v) else _GONE
+        if cls is Ref:
+            v = reference(v)
+        elif isinstance(v, dict | list | Ref):
+            v = settle(v)
+        return v if v or v == 0 or v is False else _GONE
+
     def settle_dict(value: dict) -> dict:
         empty = None
         for k, v in value.items():
-            cls = v.__class__
-            if cls is str:
+            if v.__class__ is str:  # most values: no call
                 if v:
                     continue
-            elif cls is dict:
-                if settle_dict(v):
-                    continue
-            elif cls is list:
-                if settle_list(v):
-                    continue
             else:
-                if cls is Ref:
-                    v = value[k] = reference(v)  # the key is there already: the dict keeps its size
-                elif isinstance(v, dict | list | Ref):
-                    v = value[k] = settle(v)
-                if v or v == 0 or v is False:
+                new = kept(v)
+                if new is not _GONE:
+                    if new is not v:
+                        value[k] = new  # the key is there already: the dict keeps its size
                     continue
             empty = [k] if empty is None else [*empty, k]
         if empty is not None:
@@ -146,26 +152,19 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
     def settle_list(value: list) -> list:
         some_empty = False
         for i, v in enumerate(value):
-            cls = v.__class__
-            if cls is str:
+            if v.__class__ is str:
                 if v:
                     continue
-            elif cls is dict:
-                if settle_dict(v):
-                    continue
-            elif cls is list:
-                if settle_list(v):
-                    continue
             else:
-                if cls is Ref:
-                    v = value[i] = reference(v)
-                elif isinstance(v, dict | list | Ref):
-                    v = value[i] = settle(v)
-                if v or v == 0 or v is False:
+                new = kept(v)
+                if new is not _GONE:
+                    if new is not v:
+                        value[i] = new
                     continue
+            value[i] = _GONE
             some_empty = True
         if some_empty:
-            value[:] = [v for v in value if v or v == 0 or v is False]
+            value[:] = [v for v in value if v is not _GONE]
         return value
 
     def settle_keys(body: dict, keys: set[str]) -> None:
