@@ -131,9 +131,10 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
             v = settle(v)
         return v if v or v == 0 or v is False else _GONE
 
-    def settle_dict(value: dict) -> dict:
+    def emptied(container: Any, items: Any) -> list | None:
+        """Settle the values of a dict or list in place; the keys or indices left empty, if any."""
         empty = None
-        for k, v in value.items():
+        for k, v in items:
             if v.__class__ is str:  # most values: no call
                 if v:
                     continue
@@ -141,30 +142,23 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
                 new = kept(v)
                 if new is not _GONE:
                     if new is not v:
-                        value[k] = new  # the key is there already: the dict keeps its size
+                        container[k] = new  # the key or index is there already: the size stays
                     continue
             empty = [k] if empty is None else [*empty, k]
+        return empty
+
+    def settle_dict(value: dict) -> dict:
+        empty = emptied(value, value.items())
         if empty is not None:
             for k in empty:
                 del value[k]
         return value
 
     def settle_list(value: list) -> list:
-        some_empty = False
-        for i, v in enumerate(value):
-            if v.__class__ is str:
-                if v:
-                    continue
-            else:
-                new = kept(v)
-                if new is not _GONE:
-                    if new is not v:
-                        value[i] = new
-                    continue
-            value[i] = _GONE
-            some_empty = True
-        if some_empty:
-            value[:] = [v for v in value if v is not _GONE]
+        empty = emptied(value, enumerate(value))
+        if empty is not None:
+            gone = set(empty)
+            value[:] = [v for i, v in enumerate(value) if i not in gone]
         return value
 
     def settle_keys(body: dict, keys: set[str]) -> None:
