@@ -105,6 +105,15 @@ def instant_text(micros: int) -> str:
     return f"{day.isoformat()}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{ms:03d}Z"
 
 
+_STORED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", re.ASCII)
+
+
+def stored_instant(value: str) -> str:
+    """An instant in :func:`instant_text`'s form, the one ``meta.lastUpdated`` is stored in (so
+    stored instants compare as text); raises :class:`DateValueError` for what is no instant."""
+    return value if _STORED.fullmatch(value) else instant_text(parse_range(value).low)
+
+
 def period_range(period: dict) -> DateRange:
     """A Period from its start's low to its end's high; a missing bound is open (R4: no end = ongoing)."""
     start, end = period.get("start"), period.get("end")

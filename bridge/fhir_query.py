@@ -181,11 +181,39 @@ def _date_sql(date: DateSearch) -> tuple[str, list[int]]:
     return "(" + " OR ".join(f"({part})" for part in ors) + ")", params
 
 
+MILLI = 1000  # microseconds: the precision of the lastUpdated instants this bridge writes
+# instant_text covers years 0001-9999: an ``ap`` widened beyond them is clamped (nothing is stored there)
+_FIRST, _LAST = parse_range("0001").low, parse_range("9999").high - MILLI
+
+
+def _last_updated_sql(date: DateSearch) -> tuple[str, list[str]]:
+    """One prefixed value over ``c.last_updated``.  The bridge writes lastUpdated itself, always in
+    :func:`instant_text`'s form, which orders as time does; the instant ``t`` is the range
+    ``[t, t + 1 ms)``, so every bound of :data:`PREFIXES` becomes ``t >= text`` or ``t < text``."""
+    bounds = {"low": date.range.low, "high": date.range.high}
+    ors, params = [], []
+    for conjunction in PREFIXES[date.prefix]:
+        ands = []
+        for mine, op, theirs in conjunction:
+            limit = bounds[theirs] - (MILLI if mine == "high" else 0)  # t + 1 ms OP x  <=>  t OP x - 1 ms
+            floor = limit - limit % MILLI
+            # t is a whole millisecond: t >= x <=> t >= ceil(x); t > x <=> t >= floor(x) + 1 ms;
+            # t < x <=> t < ceil(x); t <= x <=> t < floor(x) + 1 ms
+            at = floor + MILLI if op in (">", "<=") or floor != limit else floor
+            ands.append("c.last_updated >= ?" if op in (">=", ">") else "c.last_updated < ?")
+            params.append(instant_text(min(max(at, _FIRST), _LAST)))
+        ors.append(" AND ".join(ands))
+    return "(" + " OR ".join(f"({part})" for part in ors) + ")", params
+
+
 def condition_sql(cond: Condition) -> tuple[str, list]:
     """SQL over ``resource_current c`` for one condition (values ORed)."""
     if cond.kind == "id":
         return f"c.res_id IN ({', '.join('?' * len(cond.values))})", list(cond.values)
-    if cond.kind == "date":  # _lastUpdated is a row of search_dates too
+    if cond.param == LAST_UPDATED:
+        parts = [_last_updated_sql(d) for d in cond.dates]
+        return "(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
+    if cond.kind == "date":
         parts = [_date_sql(d) for d in cond.dates]
         sql = ("EXISTS (SELECT 1 FROM search_dates d WHERE d.res_type = c.res_type AND d.res_id = c.res_id "
                f"AND d.param = ? AND ({' OR '.join(p for p, _ in parts)}))")

@@ -8,7 +8,8 @@ Three tables:
   twice, ``code`` and ``system|code``; strings lower-cased.
 * ``search_dates``: (type, id, parameter, low, high) rows: each date parameter's value as the
   implicit range FHIR search compares (:mod:`bridge.fhir_dates`: microseconds, UTC, half-open; a
-  Period is one range, start to end), and ``_lastUpdated`` for every resource.
+  Period is one range, start to end).  ``_lastUpdated`` needs no rows: ``resource_current`` holds
+  it in the one form this bridge writes, which orders as time does.
 
 :func:`extract` is pure and yields a date as the text ``low/high``, so the rows computed before a
 transaction (``IndexEntry.tokens``) stay string pairs; :func:`index_many` writes them to
@@ -24,7 +25,7 @@ from typing import Any, NamedTuple
 
 from anchoring.db import Cursor
 
-from .fhir_dates import DateRange, DateValueError, parse_range, value_range
+from .fhir_dates import DateRange, DateValueError, value_range
 
 # search_dates: the (type, id, param, low, high) index answers the correlated EXISTS per resource
 # (SQLite's plan) and the deletes, and is unique so a row cannot be indexed twice; the (type, param,
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS search_dates (
     high BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS search_dates_resource ON search_dates (res_type, res_id, param, low, high);
-CREATE INDEX IF NOT EXISTS search_dates_lookup ON search_dates (res_type, param, low, high)
+CREATE INDEX IF NOT EXISTS search_dates_lookup ON search_dates (res_type, param, low, high);
+CREATE TABLE IF NOT EXISTS search_index_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)
 """
 
 # Search parameters per resource type: name -> (kind, element paths).  Paths are dotted; a list
@@ -129,17 +131,20 @@ LAST_UPDATED = "_lastUpdated"
 _BACKFILL_CHUNK = 500
 
 
+DATES_STATE = ("dates", "ranges")  # search_index_state row: dates are indexed in search_dates
+
+
 def ensure_schema(cur: Cursor) -> None:
-    """Create the tables; a database indexed before ``search_dates`` existed gets its dates indexed."""
+    """Create the tables; a database indexed before ``search_dates`` existed gets its dates indexed
+    (an empty index is filled by FhirData's rebuild instead)."""
     for statement in _SCHEMA.split(";"):
         cur.execute(statement)
-    # every indexed resource has a _lastUpdated row, so an empty search_dates beside indexed
-    # resources means the index predates it (an empty index is filled by FhirData's rebuild)
-    cur.execute("SELECT 1 FROM search_dates LIMIT 1")
+    cur.execute("SELECT value FROM search_index_state WHERE name = ?", (DATES_STATE[0],))
     if cur.fetchone() is None:
         cur.execute("SELECT 1 FROM resource_current LIMIT 1")
         if cur.fetchone() is not None:
             backfill_dates(cur)
+        cur.execute("INSERT INTO search_index_state (name, value) VALUES (?, ?)", DATES_STATE)
 
 
 def backfill_dates(cur: Cursor) -> int:
@@ -147,10 +152,11 @@ def backfill_dates(cur: Cursor) -> int:
     rows ``search_tokens`` held as text before ``search_dates`` existed; returns how many resources.
     Read in chunks by key, so a large store is not loaded at once."""
     cur.executemany("DELETE FROM search_tokens WHERE res_type = ? AND param = ?", sorted(DATE_PARAMETERS))
+    cur.execute("DELETE FROM search_dates")  # whatever an interrupted backfill left: all is read again
     count, after = 0, ("", "")
     while True:
         cur.execute(
-            "SELECT c.res_type, c.res_id, c.last_updated, v.content FROM resource_current c "
+            "SELECT c.res_type, c.res_id, v.content FROM resource_current c "
             "JOIN resource_versions v ON v.res_type = c.res_type AND v.res_id = c.res_id AND v.version = c.version "
             "WHERE c.res_type > ? OR (c.res_type = ? AND c.res_id > ?) ORDER BY c.res_type, c.res_id LIMIT ?",
             (after[0], after[0], after[1], _BACKFILL_CHUNK),
@@ -158,8 +164,8 @@ def backfill_dates(cur: Cursor) -> int:
         chunk = cur.fetchall()
         if not chunk:
             return count
-        rows = [row for res_type, res_id, last_updated, content in chunk
-                for row in _date_rows(res_type, res_id, last_updated, extract(json.loads(bytes(content))))]
+        rows = [row for res_type, res_id, content in chunk
+                for row in _date_rows(res_type, res_id, extract(json.loads(bytes(content))))]
         if rows:
             cur.executemany(_INSERT_DATE, rows)
         count += len(chunk)
@@ -289,19 +295,14 @@ def _token_rows(res_type: str, res_id: str, rows: Iterable[tuple[str, str]]) -> 
     return [(res_type, res_id, p, v) for p, v in rows if (res_type, p) not in DATE_PARAMETERS]
 
 
-def _date_rows(res_type: str, res_id: str, last_updated: str,
-               rows: Iterable[tuple[str, str]]) -> list[tuple[str, str, str, int, int]]:
-    """``search_dates`` rows: the date parameters' ``low/high`` tokens and ``_lastUpdated``."""
+def _date_rows(res_type: str, res_id: str, rows: Iterable[tuple[str, str]]) -> list[tuple[str, str, str, int, int]]:
+    """``search_dates`` rows: the date parameters' ``low/high`` tokens."""
     out = []
     for p, v in rows:
         if (res_type, p) in DATE_PARAMETERS:
             low, _, high = v.partition("/")
             out.append((res_type, res_id, p, int(low), int(high)))
-    try:
-        updated = parse_range(last_updated)
-    except DateValueError:
-        return out  # not an instant (never written by this bridge): not found by _lastUpdated
-    return [*out, (res_type, res_id, LAST_UPDATED, updated.low, updated.high)]
+    return out
 
 
 def index_many(cur: Cursor, entries: list[IndexEntry]) -> None:
@@ -320,7 +321,7 @@ def index_many(cur: Cursor, entries: list[IndexEntry]) -> None:
     tokens = [row for e in entries for row in _token_rows(e.res_type, e.res_id, e.tokens)]
     if tokens:
         cur.executemany(_INSERT_TOKEN, tokens)
-    dates = [row for e in entries for row in _date_rows(e.res_type, e.res_id, e.last_updated, e.tokens)]
+    dates = [row for e in entries for row in _date_rows(e.res_type, e.res_id, e.tokens)]
     if dates:
         cur.executemany(_INSERT_DATE, dates)
 
@@ -336,7 +337,7 @@ def index_new(cur: Cursor, res_type: str, res_id: str, last_updated: str, patien
     tokens = _token_rows(res_type, res_id, rows)
     if tokens:
         cur.executemany(_INSERT_TOKEN, tokens)
-    dates = _date_rows(res_type, res_id, last_updated, rows)
+    dates = _date_rows(res_type, res_id, rows)
     if dates:
         cur.executemany(_INSERT_DATE, dates)
 

@@ -24,6 +24,7 @@ from anchoring.log import MerkleLog
 from . import search_index
 from .canonical import canonical, canonical_string
 from .errors import IngestError
+from .fhir_dates import stored_instant
 
 SALT_SIZE = 32
 LATEST_CHUNK = 400  # (type, id) pairs per lookup: 800 parameters, under every SQLite's limit
@@ -147,6 +148,7 @@ class NewVersion:
 
 def new_version(resource: dict, prepared: CanonicalResource, last_updated: str) -> NewVersion:
     """Pure apart from the random salt: what :meth:`ResourceStore.put_new` stores."""
+    last_updated = stored_instant(last_updated)
     content = prepared.content(1, last_updated)
     salt = os.urandom(SALT_SIZE)
     return NewVersion(prepared.res_type, prepared.res_id, last_updated, content, salt, salted_sha256(salt, content),
@@ -306,6 +308,7 @@ class VersionBatch:
 
     def put(self, prepared: CanonicalResource, last_updated: str, message_id: int | None = None) -> VersionRef:
         """The version ``prepared`` becomes (or the latest, if its content is the same)."""
+        last_updated = stored_instant(last_updated)
         key = (prepared.res_type, prepared.res_id)
         current = self.latest.get(key)
         if current is not None and current[1] == prepared.key:

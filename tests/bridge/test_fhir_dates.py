@@ -18,6 +18,7 @@ from bridge.fhir_dates import (
     DateValueError,
     approximate,
     instant_text,
+    stored_instant,
     matches,
     parse_range,
     period_range,
@@ -196,3 +197,17 @@ def test_approximate_widens_by_a_tenth_of_the_gap_to_now(now: int, expected: Dat
 ])
 def test_instant_text_is_the_stored_form(value, text):
     assert instant_text(parse_range(value).low) == text
+
+
+@pytest.mark.parametrize("value, stored", [
+    ("2026-01-03T10:00:00.000Z", "2026-01-03T10:00:00.000Z"),
+    ("2026-01-03T10:00:00Z", "2026-01-03T10:00:00.000Z"),
+    ("2026-01-03T05:00:00.25-05:00", "2026-01-03T10:00:00.250Z"),
+])
+def test_stored_instants_have_one_form(value, stored):
+    assert stored_instant(value) == stored
+
+
+def test_a_stored_instant_must_be_a_date():
+    with pytest.raises(DateValueError):
+        stored_instant("yesterday")
