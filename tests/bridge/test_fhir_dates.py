@@ -18,10 +18,10 @@ from bridge.fhir_dates import (
     DateValueError,
     approximate,
     instant_text,
-    stored_instant,
     matches,
     parse_range,
     period_range,
+    stored_instant,
     value_range,
 )
 
