@@ -13,10 +13,10 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from anchoring.db import Database
 
+from .fhir_dates import now_instant
 from .store import (
     TIME_MARK,
     VERSION_MARK,
@@ -94,10 +94,6 @@ def audit_event(access: Access, outcome: str, description: str, recorded: str, s
     if entities:
         event["entity"] = entities
     return event
-
-
-def now_instant() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 from datetime import date
 from typing import Any, NamedTuple
 
@@ -103,6 +104,11 @@ def instant_text(micros: int) -> str:
     day = date.fromordinal(_EPOCH + days)
     seconds, ms = divmod(rest, 1000)
     return f"{day.isoformat()}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{ms:03d}Z"
+
+
+def now_instant() -> str:
+    """The current instant in the stored form (:func:`instant_text`)."""
+    return instant_text(time.time_ns() // 1000)
 
 
 _STORED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", re.ASCII)

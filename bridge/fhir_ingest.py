@@ -14,20 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from anchoring.db import Cursor, Database
 
+from .fhir_dates import now_instant
 from .store import ResourceStore, VersionRef, canonical_resource
 from .validation import problems
 
 MAX_ISSUES = 20
 
-
-def now_instant() -> str:
-    """A FHIR instant in UTC with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fhir_rejects (
