@@ -7,7 +7,9 @@ by a separate client process over 127.0.0.1 to the real listener (asyncio MLLP s
 ingestor, pipeline on SQLite with synchronous=FULL, or PostgreSQL), each connection waiting for
 its ACK before sending the next message.  The log sequencer runs every second as in `serve`.
 Reported beside it, measured in the same run: the bare parse rate of the parser used
-(`bridge.hl7.parser.parse`) and the convert+validate rate alone, both on one core.
+(`bridge.hl7.parser.parse`) and the convert+validate rate alone, both on one core; and the CPU
+the end-to-end run cost per message in the listening process and in the worker processes together
+(from /proc, so on Linux): on a shared machine a steadier figure than the rate.
 """
 
 from __future__ import annotations
@@ -113,6 +115,20 @@ def storage_rate(sample: list[bytes], convert, url: str, group: int) -> int:  # 
     return round(rate)
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process so far (Linux /proc; None elsewhere or if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _worker_pids(pipeline: Pipeline) -> list[int]:
+    pool = pipeline._prepare_many
+    return [w.process.pid for w in getattr(pool, "_all", [])]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=3000)
@@ -163,12 +179,16 @@ def main() -> int:
 
         seq = threading.Thread(target=sequencer, daemon=True)
         seq.start()
+        workers_before = {pid: _cpu_seconds(pid) for pid in _worker_pids(pipeline)}
+        main_before = time.process_time()
         client = subprocess.run(
             [sys.executable, __file__, "--client", str(thread.server.port), "--messages", str(args.messages),
              "--connections", str(args.connections)],
             capture_output=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
         )
         result = json.loads(client.stdout)
+        main_cpu = time.process_time() - main_before  # listener, ingest threads, sequencer: not the client
+        workers_cpu = sum((_cpu_seconds(pid) or 0.0) - (before or 0.0) for pid, before in workers_before.items())
         stop.set()
         seq.join()
         thread.stop()
@@ -185,6 +205,8 @@ def main() -> int:
             "workers": args.workers,
             "preconverted": args.preconverted,
             "end_to_end_msgs_per_s": round(args.messages / result["seconds"]),
+            "cpu_ms_per_msg": {"main_process": round(1000 * main_cpu / args.messages, 3),
+                               "workers": round(1000 * workers_cpu / args.messages, 3)},
             "seconds": round(result["seconds"], 2),
             "ack_codes": result["codes"],
             "mean_group": round(ingestor.messages / max(ingestor.groups, 1), 1),

@@ -27,8 +27,14 @@ import rfc8785
 _ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode
 
 # A number token: after ':', '[' or ',' and before ',', ']' or '}' (a string may hold one too; a
-# false match only costs the slow path).  Resources hold few, so each is looked at in Python.
+# false match only costs the slow path).  The rule, token by token: :func:`_number_differs`.
 _NUMBER = re.compile(r"[:\[,](-?[0-9][0-9.eE+-]*)(?=[,\]}])")
+# The same rule as one search, with no Python per token (2.3 instead of 5.3 microseconds for a
+# converted resource): a token with an exponent, ending in ".0", or of 16 characters or more after
+# the sign.  The tests hold it to the rule.
+_NUMBER_DIFFERS = re.compile(
+    r"[:\[,]-?(?:[0-9][0-9.eE+-]*[eE][0-9.eE+-]*|[0-9][0-9.eE+-]*\.0|[0-9][0-9.eE+-]{15,})(?=[,\]}])"
+)
 # A character the UTF-16 order of names or UTF-8 treats differently (only non-ASCII text is searched).
 _CHARACTER_DIFFERS = re.compile(r"[\U00010000-\U0010FFFF\ud800-\udfff]")
 
@@ -41,9 +47,8 @@ def canonical(value: Any) -> bytes:
         text = _ENCODE(value)
     except (ValueError, TypeError):  # NaN or infinity, or a value that is not JSON data
         return rfc8785.dumps(value)
-    for number in _NUMBER.finditer(text):
-        if _number_differs(number.group(1)):
-            return rfc8785.dumps(value)
+    if _NUMBER_DIFFERS.search(text) is not None:
+        return rfc8785.dumps(value)
     if not text.isascii() and _CHARACTER_DIFFERS.search(text) is not None:
         return rfc8785.dumps(value)
     return text.encode("utf-8")

@@ -69,7 +69,8 @@ class MllpServer:
         self.connections += 1
         try:
             while True:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_timeout)
+                async with asyncio.timeout(self.idle_timeout):  # a timer, where wait_for would add a task per read
+                    data = await reader.read(READ_SIZE)
                 if not data:
                     break
                 for raw in framer.feed(data):

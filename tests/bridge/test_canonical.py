@@ -62,6 +62,26 @@ def test_strings(text: str) -> None:
             canonical_string(text)
 
 
+# Text built from what number tokens and their neighbours are made of, so that tokens of every
+# kind (exponents, ".0" endings, long ones, signs in odd places) sit between every delimiter
+_number_text = st.text(st.sampled_from(list("0123456789.eE+-:[,]}\"a0")), max_size=40)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_number_text)
+@example(":1.0]")
+@example("[-1e5,")
+@example(",1234567890123456}")
+@example(",-123456789012345}")
+@example(":12.30}")
+@example("[1.0e]")
+def test_one_search_finds_a_differing_number_token_exactly_when_the_rule_does(text: str) -> None:
+    from bridge.canonical import _NUMBER, _NUMBER_DIFFERS, _number_differs
+
+    by_rule = any(_number_differs(token.group(1)) for token in _NUMBER.finditer(text))
+    assert (_NUMBER_DIFFERS.search(text) is not None) == by_rule
+
+
 def test_every_corpus_fhir_document_agrees() -> None:
     files = sorted(CORPUS.rglob("*.json"))
     assert len(files) > 100, f"the FHIR corpus is missing from {CORPUS}"

@@ -174,3 +174,65 @@ def test_worker_processes_give_the_same_results(adt: bytes, tmp_path: Path) -> N
     with open_pipeline(f"sqlite:///{tmp_path / 'single.db'}") as (single, _):
         same = single.ingest(good[0])
     assert [v.rsplit("/", 2)[0] for v in same.versions] == [v.rsplit("/", 2)[0] for v in outcomes[0].versions]
+
+
+def test_a_repeated_resource_is_validated_once_and_a_changed_type_is_not_taken_for_it() -> None:
+    """The cache of checked resources finds a repeat by its exact value (types and key order
+    included) or by its content key; 1, 1.0 and True are different content."""
+    from bridge import ack
+    from bridge import pipeline as pipeline_module
+    from bridge.hl7.types import Conversion
+    from bridge.store import content_key
+
+    checked: list[dict] = []
+    header = ack.best_effort_header(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5")
+
+    def validate(resource: dict) -> None:
+        checked.append(resource)
+
+    def run(resources: list[dict]) -> list:
+        return pipeline_module.prepare(b"", lambda _: Conversion(header, resources), validate).canonical
+
+    pipeline_module._VALIDATED.clear()
+    try:
+        one = {"resourceType": "Basic", "id": "b1", "extension": [{"url": "u", "valueInteger": 1}]}
+        first = run([one])[0]
+        assert run([dict(one)])[0] is first and len(checked) == 1  # the same value: no second check
+        reordered = {"id": "b1", "extension": [{"valueInteger": 1, "url": "u"}], "resourceType": "Basic"}
+        assert run([reordered])[0] is first and len(checked) == 1  # found by its content key
+        assert run([reordered])[0] is first and len(checked) == 1  # and now by its exact value too
+        for other in (1.5, True, "1"):
+            changed = {**one, "extension": [{"url": "u", "valueInteger": other}]}
+            got = run([changed])[0]
+            assert got.key == content_key(changed) != first.key and checked[-1] is changed
+        assert len(checked) == 4
+    finally:
+        pipeline_module._VALIDATED.clear()
+
+
+def test_a_single_message_goes_to_the_workers_too(adt: bytes, tmp_path: Path) -> None:
+    from anchoring.log import MerkleLog
+    from bridge.db import open_database
+    from bridge.pipeline import Pipeline, prepare
+
+    db = open_database(f"sqlite:///{tmp_path / 'one.db'}")
+    MerkleLog(db, "test.example/log").ensure_schema()
+    calls: list[int] = []
+
+    def convert(raw: bytes):  # type: ignore[no-untyped-def]
+        raise AssertionError("converted in the pipeline's process")
+
+    def workers(raws):  # type: ignore[no-untyped-def]
+        from bridge.convert import convert as real
+        from bridge.convert import load_mappings
+
+        calls.append(len(raws))
+        mappings = load_mappings(None)
+        return [prepare(raw, lambda r: real(r, mappings)) for raw in raws]
+
+    pipeline = Pipeline(db, convert, prepare_many=workers)
+    pipeline.ensure_schema()
+    try:
+        assert pipeline.ingest(adt).status == "stored" and calls == [1]
+    finally:
+        db.close()
