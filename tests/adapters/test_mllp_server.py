@@ -95,6 +95,30 @@ def test_unterminated_frame_gets_no_ack_and_is_not_kept(mllp_server: MllpServer,
     assert pipeline.inbox.counts() == {}
 
 
+def test_an_idle_connection_is_closed_after_the_timeout_and_a_busy_one_is_not(pipeline, adt: bytes) -> None:
+    import time
+
+    ingestor = Ingestor(pipeline.ingest_many).start()
+    thread = MllpThread(MllpServer(ingestor, "127.0.0.1", 0, idle_timeout=0.5)).start()
+    try:
+        port = thread.server.port
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+            start = time.monotonic()
+            assert idle.recv(1024) == b""  # closed by the server, not by our 10 s timeout
+            assert 0.4 < time.monotonic() - start < 5
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as busy:
+            for i, message in enumerate(variants(adt, 3, "IDLE")):  # each within the timeout of the last
+                time.sleep(0.3)
+                busy.sendall(VT + message + FS + CR)
+                answer = b""
+                while not answer.endswith(FS + CR):
+                    answer += busy.recv(65536)
+                assert acks_from(answer) == [("AA", f"IDLE-{i}")]
+    finally:
+        thread.stop()
+        ingestor.stop()
+
+
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
