@@ -18,11 +18,12 @@ import logging
 import marshal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from anchoring.db import Cursor, Database
 
 from . import ack
+from .fhir_dates import now_instant
 from .hl7.types import Conversion, HL7Error, MessageHeader
 from .inbox import ERROR, RECEIVED, STORED, Inbox, InboxMessage, content_sha256
 from .provenance import build_provenance, provenance_id
@@ -41,11 +42,6 @@ log = logging.getLogger("fhir_bridge.pipeline")
 Converter = Callable[[bytes], Conversion]
 HeaderReader = Callable[[bytes], MessageHeader]
 NOT_KEPT = "not-kept"  # the database refused the raw message: nothing was acknowledged
-
-
-def now_instant() -> str:
-    """A FHIR instant in UTC with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
