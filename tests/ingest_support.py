@@ -16,12 +16,18 @@ VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 
 
 @contextmanager
-def open_pipeline(database_url: str, override_dir: str | None = None) -> Iterator[tuple[Pipeline, MerkleLog]]:
+def open_pipeline(database_url: str, override_dir: str | None = None,
+                  workers: int = 0) -> Iterator[tuple[Pipeline, MerkleLog]]:
+    """A pipeline on a fresh log; ``workers``: conversion worker processes, stopped at the end."""
     db = open_database(database_url)
     try:
         log = MerkleLog(db, "test.example/log")
         log.ensure_schema()
-        yield pipeline_from_config(db, override_dir), log
+        pipeline = pipeline_from_config(db, override_dir, workers=workers)
+        try:
+            yield pipeline, log
+        finally:
+            pipeline.close()
     finally:
         db.close()
 

@@ -122,6 +122,24 @@ _REMEMBERED = 1024  # distinct coding systems or assigning authorities kept; mor
 SILENT = frozenset({"ST", "TX", "FT", "ID", "IS", "B64", "CODING_SYSTEM"})
 
 
+def _remembered(compute: Callable[[Any], str | None], key_of: Callable[[Any], Any] = lambda value: value,
+                ) -> Callable[[Any, str], str | None]:
+    """``compute`` worked out once per key: coding systems and assigning authorities are few in any
+    feed.  Forgotten all at once past :data:`_REMEMBERED` keys."""
+    known: dict[Any, str | None] = {}
+
+    def lookup(value: Any, where: str) -> str | None:
+        key = key_of(value)
+        found = known.get(key, False)
+        if found is False:
+            if len(known) >= _REMEMBERED:
+                known.clear()
+            found = known[key] = compute(value) or None
+        return found
+
+    return lookup
+
+
 def formats(m: Mappings) -> tuple[dict[str, TextFormat], dict[str, Callable[[Components, str], Any]]]:
     """The primitive datatypes of loader.PRIMITIVES with the settings and tables they read bound.
 
@@ -137,26 +155,9 @@ def formats(m: Mappings) -> tuple[dict[str, TextFormat], dict[str, Callable[[Com
     def datetime(text: str, where: str) -> str:
         return p.to_datetime(text, where, timezone)
 
-    # Coding systems and assigning authorities are few in any feed: each is worked out once.
-    code_systems: dict[str, str | None] = {}
-    authorities_seen: dict[tuple[str, str, str], str | None] = {}
-
-    def code_system(text: str, where: str) -> str | None:
-        known = code_systems.get(text, False)
-        if known is False:
-            if len(code_systems) >= _REMEMBERED:
-                code_systems.clear()
-            known = code_systems[text] = coding_system_uri(text, systems, code_prefix) or None
-        return known
-
-    def system(comps: Components, where: str) -> str | None:
-        key = tuple(subs[0].strip() if subs else "" for subs in comps[:3])  # first(comps, 1 to 3)
-        known = authorities_seen.get(key, False)
-        if known is False:
-            if len(authorities_seen) >= _REMEMBERED:
-                authorities_seen.clear()
-            known = authorities_seen[key] = system_uri(comps, authorities, namespace_prefix) or None
-        return known
+    code_system = _remembered(lambda text: coding_system_uri(text, systems, code_prefix))
+    system = _remembered(lambda comps: system_uri(comps, authorities, namespace_prefix),
+                         key_of=lambda comps: tuple(subs[0].strip() if subs else "" for subs in comps[:3]))
 
     text: dict[str, TextFormat] = {
         "ST": p.to_string, "TX": p.to_string, "FT": p.to_string,

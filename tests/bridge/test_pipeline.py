@@ -155,22 +155,12 @@ messages:
 
 def test_worker_processes_give_the_same_results(adt: bytes, tmp_path: Path) -> None:
     """Conversion in worker processes (ingest_workers): errors and resources cross intact."""
-    from anchoring.log import MerkleLog
-    from bridge.db import open_database
-    from bridge.pipeline import pipeline_from_config
-
-    db = open_database(f"sqlite:///{tmp_path / 'w.db'}")
-    MerkleLog(db, "test.example/log").ensure_schema()
-    pipeline = pipeline_from_config(db, None, workers=1)
-    try:
+    with open_pipeline(f"sqlite:///{tmp_path / 'w.db'}", workers=1) as (pipeline, _):
         good = variants(adt, 3, "W")
         outcomes = pipeline.ingest_many([Incoming(good[0]), Incoming(adt.replace(b"ADT^A01", b"ZZZ^Z99", 1)),
                                          Incoming(good[1]), Incoming(good[2])])
         assert [o.status for o in outcomes] == ["stored", "error", "stored", "stored"]
         assert outcomes[1].error.code in {"200", "201"} and outcomes[1].error.text
-    finally:
-        pipeline.close()
-        db.close()
     with open_pipeline(f"sqlite:///{tmp_path / 'single.db'}") as (single, _):
         same = single.ingest(good[0])
     assert [v.rsplit("/", 2)[0] for v in same.versions] == [v.rsplit("/", 2)[0] for v in outcomes[0].versions]

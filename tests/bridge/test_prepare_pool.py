@@ -14,7 +14,7 @@ from bridge.hl7.types import HL7Error
 from bridge.pipeline import Incoming, Prepared, prepare
 from bridge.prepare_pool import PreparePool, _decode, _encode, _ship, _unship
 from bridge.store import CanonicalResource
-from tests.ingest_support import variants
+from tests.ingest_support import open_pipeline, variants
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +92,7 @@ def test_what_crosses_is_plain_data_and_pickle_only_when_marshal_cannot() -> Non
 
 
 def test_the_pipeline_converts_in_process_when_the_workers_fail(adt: bytes, tmp_path: Path) -> None:
-    from anchoring.log import MerkleLog
-    from bridge.db import open_database
-    from bridge.pipeline import pipeline_from_config
-
-    db = open_database(f"sqlite:///{tmp_path / 'f.db'}")
-    MerkleLog(db, "test.example/log").ensure_schema()
-    pipeline = pipeline_from_config(db, None, workers=1)
-    try:
+    with open_pipeline(f"sqlite:///{tmp_path / 'f.db'}", workers=1) as (pipeline, _):
         good = variants(adt, 4, "FALL")
         worker = pipeline._prepare_many._all[0]
         worker.process.kill()
@@ -108,8 +101,5 @@ def test_the_pipeline_converts_in_process_when_the_workers_fail(adt: bytes, tmp_
         assert [o.status for o in outcomes] == ["stored", "stored"]
         assert pipeline._prepare_many._all[0] is not worker  # replaced for the next group
         assert [o.status for o in pipeline.ingest_many([Incoming(m) for m in good[2:]])] == ["stored", "stored"]
-    finally:
-        pipeline.close()
-        db.close()
     with pytest.raises(IngestError, match="stopped"):
         pipeline._prepare_many(good[:1])
