@@ -20,12 +20,15 @@ is still stored; it is not found by that parameter).  ``_history`` reads ``resou
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 from anchoring.db import Cursor
 
 from .fhir_dates import DateRange, DateValueError, value_range
+
+log = logging.getLogger("fhir_bridge.search_index")
 
 # search_dates: the (type, id, param, low, high) index answers the correlated EXISTS per resource
 # (SQLite's plan) and the deletes, and is unique so a row cannot be indexed twice; the (type, param,
@@ -129,6 +132,7 @@ DATE_PARAMETERS = frozenset((t, name) for t, params in PARAMETERS.items()
                             for name, (kind, _) in params.items() if kind == "date")
 LAST_UPDATED = "_lastUpdated"
 _BACKFILL_CHUNK = 500
+_PROGRESS_EVERY = 50_000  # resources between progress lines of a backfill
 
 
 DATES_STATE = ("dates", "ranges")  # search_index_state row: dates are indexed in search_dates
@@ -143,7 +147,8 @@ def ensure_schema(cur: Cursor) -> None:
     if cur.fetchone() is None:
         cur.execute("SELECT 1 FROM resource_current LIMIT 1")
         if cur.fetchone() is not None:
-            backfill_dates(cur)
+            log.warning("indexing the dates of every current resource as ranges (once, after an upgrade)")
+            log.warning("dates indexed for %d resources", backfill_dates(cur))
         cur.execute("INSERT INTO search_index_state (name, value) VALUES (?, ?)", DATES_STATE)
 
 
@@ -170,6 +175,8 @@ def backfill_dates(cur: Cursor) -> int:
             cur.executemany(_INSERT_DATE, rows)
         count += len(chunk)
         after = (chunk[-1][0], chunk[-1][1])
+        if count % _PROGRESS_EVERY < len(chunk):
+            log.warning("dates indexed for %d resources so far", count)
 
 
 def _collect(value: Any, path: tuple[str, ...], at: int, out: list[Any]) -> None:

@@ -196,7 +196,7 @@ def test_a_stored_value_that_is_no_date_is_not_indexed(data: FhirData) -> None:
     assert "bad" in found(data, "Observation", "_lastUpdated=2026-01-01")
 
 
-def test_an_index_from_before_search_dates_is_upgraded(data: FhirData) -> None:
+def test_an_index_from_before_search_dates_is_upgraded(data: FhirData, caplog: pytest.LogCaptureFixture) -> None:
     """An index written when dates were text in search_tokens: its dates are indexed again from the
     stored versions when the schema is ensured, and the text rows go."""
     with data.db.transaction(write=True) as cur:
@@ -205,6 +205,7 @@ def test_an_index_from_before_search_dates_is_upgraded(data: FhirData) -> None:
         cur.execute("INSERT INTO search_tokens (res_type, res_id, param, value) VALUES ('Observation', 'day', 'date', "
                     "'2025-03-04')")
     data.ensure_schema()
+    assert f"dates indexed for {len(EFFECTIVE)} resources" in caplog.text  # a long upgrade says so
     with data.db.transaction() as cur:
         cur.execute("SELECT COUNT(*) FROM search_tokens WHERE param = 'date'")
         assert cur.fetchone()[0] == 0
