@@ -7,9 +7,10 @@ parameters are refused with 400 naming them, rather than ignored: a partner must
 than it asked for.
 
 Dates (and ``_lastUpdated``) compare ranges, as R4 search 3.1.1.5.2 says: the search value's
-implicit range against each range in ``search_dates``, with every R4 prefix (``eq`` by default,
-``ne``, ``gt``, ``lt``, ``ge``, ``le``, ``sa``, ``eb``, ``ap``) as :data:`bridge.fhir_dates.PREFIXES`
-defines it; ``ap`` widens the search range by 10 % of its distance from now.
+implicit range against each range in ``search_dates`` (for ``_lastUpdated``, the instant in
+``resource_current``), with every R4 prefix (``eq`` by default, ``ne``, ``gt``, ``lt``, ``ge``,
+``le``, ``sa``, ``eb``, ``ap``) as :data:`bridge.fhir_dates.PREFIXES` defines it; ``ap`` widens the
+search range by 10 % of its distance from now.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def since_value(param: str, raw: str) -> str:
     """``_since`` (history, ``$everything``): versions made at or after the start of the value's
     range, as the stored ``last_updated`` text to compare with (see :func:`instant_text`)."""
     try:
-        return instant_text(parse_range(raw.replace(" ", "+")).low)  # an unencoded + arrives as a space
+        return instant_text(parse_range(_ZONE_AS_SPACE.sub(r"\1+\2", raw)).low)
     except DateValueError as exc:
         raise SearchError(param, f"{param}: {exc}") from None
 

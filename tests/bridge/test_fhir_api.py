@@ -167,6 +167,7 @@ def test_history_and_everything(client, org_a):
     ("2026-01-03T05:00:00-05:00", 1),  # 10:00 UTC, when o1's second version was made: included
     ("2026-01-03T05:00:01-05:00", 0),  # a second later (as text it sorts before "2026-01-03T10...")
     ("2026-01-03T11:00:00%2B01:00", 1),  # the same instant written east of UTC
+    ("2026-01-03T11:00:01+01:00", 0),  # the + left unencoded arrives as a space: read as the + it was
     ("2026-01-03T10:00:00.001Z", 0),  # stored as 10:00:00.000Z whatever form it was given in
 ])
 def test_since_compares_instants_not_text(client, org_a, since, observations):
