@@ -40,6 +40,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from proc_cpu import tree_cpu_seconds  # noqa: E402  (bench/, beside this script)
+
 from anchoring.bundle_verify import verify_bundle  # noqa: E402
 from anchoring.note import Signer, write_key_file  # noqa: E402
 from bridge.auth.registry import Client  # noqa: E402
@@ -124,31 +126,6 @@ def prepare(data_dir: Path, database_url: str, count: int) -> tuple[dict, str, l
         env["FHIR_BRIDGE_DATABASE_URL"] = database_url
     reads = [f"/fhir/Observation/{r['id']}" for r in resources if r["resourceType"] == "Observation"]
     return env, token, [f"/fhir/Patient/{pid}/$everything", signer.verifier.vkey, *reads]
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU time (user + system) of a process and its descendants so far: the server's cost of a run,
-    which shared, noisy machines distort far less than they distort requests per second."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # gone meanwhile
-            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
-    tree, total = {root}, 0.0
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, _) in stats.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    for pid in tree:
-        total += stats.get(pid, (0, 0.0))[1]
-    return total
 
 
 def wrk(url: str, token: str, duration: int, connections: int, script: Path | None) -> dict:

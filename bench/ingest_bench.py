@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from proc_cpu import cpu_seconds  # noqa: E402  (bench/, beside this script)
+
 from adapters.mllp.ingestor import Ingestor  # noqa: E402
 from adapters.mllp.server import MllpServer, MllpThread  # noqa: E402
 from anchoring.log import MerkleLog  # noqa: E402
@@ -115,15 +117,6 @@ def storage_rate(sample: list[bytes], convert, url: str, group: int) -> int:  # 
     return round(rate)
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process so far (Linux /proc; None elsewhere or if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _worker_pids(pipeline: Pipeline) -> list[int]:
     pool = pipeline._prepare_many
     return [w.process.pid for w in getattr(pool, "_all", [])]
@@ -179,7 +172,7 @@ def main() -> int:
 
         seq = threading.Thread(target=sequencer, daemon=True)
         seq.start()
-        workers_before = {pid: _cpu_seconds(pid) for pid in _worker_pids(pipeline)}
+        workers_before = {pid: cpu_seconds(pid) for pid in _worker_pids(pipeline)}
         main_before = time.process_time()
         client = subprocess.run(
             [sys.executable, __file__, "--client", str(thread.server.port), "--messages", str(args.messages),
@@ -188,7 +181,7 @@ def main() -> int:
         )
         result = json.loads(client.stdout)
         main_cpu = time.process_time() - main_before  # listener, ingest threads, sequencer: not the client
-        workers_cpu = sum((_cpu_seconds(pid) or 0.0) - (before or 0.0) for pid, before in workers_before.items())
+        workers_cpu = sum((cpu_seconds(pid) or 0.0) - (before or 0.0) for pid, before in workers_before.items())
         stop.set()
         seq.join()
         thread.stop()

@@ -96,9 +96,7 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
 
     def resolve(value: Any) -> Any:
         if isinstance(value, Ref):
-            if value.record.dropped:
-                return None
-            return {"reference": f"{value.record.type}/{id_of(value.record)}"}
+            return reference(value)
         if isinstance(value, dict):  # only containers and references need a call: most leaves are text
             return {k: resolve(v) if isinstance(v, dict | list | Ref) else v for k, v in value.items()}
         if isinstance(value, list):

@@ -56,13 +56,21 @@ def _descend(node: Any, steps: tuple[tuple[str, int | None, bool], ...]) -> Any:
     return node
 
 
+def _put_element(node: dict, name: str, value: Any) -> None:
+    """A value for one element: put if there is none, merged into a dict already there, else
+    dropped (first mapping wins)."""
+    if name not in node:
+        node[name] = value
+    else:
+        old = node[name]
+        if isinstance(old, dict) and isinstance(value, dict):
+            merge_missing(old, value)
+
+
 def _put(node: Any, step: tuple[str, int | None, bool], value: Any) -> None:
     name, index, is_list = step
     if not is_list:
-        if name not in node:
-            node[name] = value
-        elif isinstance(node[name], dict) and isinstance(value, dict):
-            merge_missing(node[name], value)
+        _put_element(node, name, value)
         return
     items = node.setdefault(name, [])
     if index is None:  # append
@@ -82,14 +90,7 @@ def setter(path: str) -> Setter:
     inner, last = steps[:-1], steps[-1]
     name, index, is_list = last
     if not inner and not is_list:  # most paths are one element
-        def put_element(target: dict, value: Any) -> None:
-            if name not in target:
-                target[name] = value
-            else:
-                old = target[name]
-                if isinstance(old, dict) and isinstance(value, dict):
-                    merge_missing(old, value)
-        return put_element
+        return lambda target, value: _put_element(target, name, value)
     if not inner and index is None:
         def append(target: dict, value: Any) -> None:
             if name in target:
@@ -107,11 +108,7 @@ def setter(path: str) -> Setter:
             items = target[outer]
             if not items:
                 items.append({})
-            node = items[0]
-            if name not in node:
-                node[name] = value
-            elif isinstance(node[name], dict) and isinstance(value, dict):
-                merge_missing(node[name], value)
+            _put_element(items[0], name, value)
         return put_in_first
     return lambda target, value: _put(_descend(target, inner), last, value)
 

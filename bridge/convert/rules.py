@@ -17,7 +17,7 @@ from .ids import Ref
 from .loader import MappingError, Mappings
 from .paths import Getter, Setter, compile_path, copier, copy_json, get_path, getter, has_empty, set_path, setter
 from .primitives import to_string
-from .values import Compiler
+from .values import Compiler, fixer
 
 EMPTY = (None, "", [], {})  # what a default may fill
 Condition = Callable[[Segment, dict], bool]
@@ -239,11 +239,11 @@ def field_rule(rule: dict, n: int, compiler: Compiler) -> FieldFn:
     constant, has_constant = copier(rule.get("value")), "value" in rule
     resource = rule.get("resource")
     child_defaults = defaults(rule.get("set") or {})
-    wrap, element, fixed = "fixed" in rule or bool(rule.get("element")), rule.get("element"), copier(rule.get("fixed", {}))
+    wrap = fixer(rule) if "fixed" in rule or rule.get("element") else None
     place = placer(path, rule)
     suffix = f"-{n}"
     # what the rule puts: a reference (to a child) or its value, maybe with a constant around it
-    fixed_empty = wrap and isinstance(rule.get("fixed", {}), dict | list) and has_empty(rule.get("fixed", {}))
+    fixed_empty = wrap is not None and isinstance(rule.get("fixed", {}), dict | list) and has_empty(rule.get("fixed", {}))
     value_dirty = not compiler.value_clean(rule) or has_constant and empty_constant(rule.get("value"))
     dirty = placeholders(path) or fixed_empty or (not resource and value_dirty)
     ref_key = first_step(path) if resource and path != "." else None
@@ -279,14 +279,8 @@ def field_rule(rule: dict, n: int, compiler: Compiler) -> FieldFn:
             if resource:
                 value = build.child(resource, child_defaults, value, where, child_dirty)
                 record.ref_keys.add(ref_key)
-            if wrap:
-                base = fixed()
-                if element:
-                    base[element] = value
-                    value = base
-                elif isinstance(value, dict):
-                    base.update(value)
-                    value = base
+            if wrap is not None:
+                value = wrap(value)
             place(target, value)
             if dirty:
                 record.dirty = True
@@ -360,8 +354,7 @@ class MessagePlan:
                          for seg, names in (rule.get("segments") or {}).items()}
         self.required_segments = tuple(rule.get("required_segments", []))
         self.links = tuple(link(spec) for spec in rule.get("references", []))
-        self.set = tuple((type_, tuple((k, copier(v)) for k, v in values.items()),
-                          any(empty_constant(v) or placeholders(k) for k, v in values.items()))
+        self.set = tuple((type_, tuple((k, copier(v)) for k, v in values.items()), defaults_dirty(values))
                          for type_, values in (rule.get("set") or {}).items())
 
 

@@ -172,7 +172,7 @@ class Compiler:
         """One key of a datatype: select the part ("3", "1.1", "2-4" or "*"), convert it, put it."""
         put = setter(rule["path"])
         suffix = f".{key}"
-        fixed = _fixer(rule) if "fixed" in rule else None
+        fixed = fixer(rule) if "fixed" in rule else None
         component, subcomponent = _numbers(datatype, key)
         name = rule.get("datatype", "ST")
         text = self.text.get(name)
@@ -231,7 +231,7 @@ def _numbers(datatype: str, key: str) -> tuple[int | None, int | None]:
         if key == "*":
             return None, None
         if "-" in key:
-            low, high = (int(x) for x in key.split("-"))
+            low, high = (int(x) for x in key.split("-"))  # two numbers, or the key is refused
             return None, None
         component, _, subcomponent = key.partition(".")
         return int(component), (int(subcomponent) if subcomponent else None)
@@ -264,9 +264,10 @@ def _selector(key: str, component: int | None, subcomponent: int | None) -> Call
     return select_component
 
 
-def _fixer(rule: dict) -> Callable[[Any], Any]:
-    """``fixed`` (and ``element``) around a part's value."""
-    element, fixed = rule.get("element"), copier(rule["fixed"])
+def fixer(rule: dict) -> Callable[[Any], Any]:
+    """``fixed`` (and ``element``) around a value: the value as the ``element`` of a copy of
+    ``fixed``, or a dict value merged into one; another value stays as it is."""
+    element, fixed = rule.get("element"), copier(rule.get("fixed", {}))
 
     def with_fixed(value: Any) -> Any:
         base = fixed()
