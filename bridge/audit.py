@@ -1,32 +1,24 @@
 """AuditEvents (IHE Basic Audit Log Patterns style) for every partner access, granted or denied.
 
-:func:`audit_event` builds the resource (pure); :func:`record` stores it as a versioned resource,
-its leaf queued in the same transaction (the sequencer indexes it later, so a read waits for one
-small insert, never for the tree).  Query strings are kept base64 in ``entity.query`` as BALP asks;
-tokens and salts never appear.
+:func:`audit_event` builds the resource (pure); :func:`record` makes it durable in the process's
+spool (:mod:`bridge.audit_spool`), which stores it as a versioned resource, its leaf queued in the
+same transaction, soon after (so a read waits for one shared ``fdatasync``, never for the tree).
+Query strings are kept base64 in ``entity.query`` as BALP asks; tokens and salts never appear.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
-
-from anchoring.db import Database
+from typing import TYPE_CHECKING
 
 from .fhir_dates import now_instant
-from .store import (
-    TIME_MARK,
-    VERSION_MARK,
-    CanonicalResource,
-    NewVersion,
-    ResourceStore,
-    content_key_of,
-    new_version,
-    with_version_meta,
-)
+from .store import TIME_MARK, VERSION_MARK, CanonicalResource, content_key_of, with_version_meta
+
+if TYPE_CHECKING:
+    from .audit_spool import AuditSpool
 
 EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
               "display": "RESTful Operation"}
@@ -96,73 +88,11 @@ def audit_event(access: Access, outcome: str, description: str, recorded: str, s
     return event
 
 
-@dataclass
-class _Pending:
-    prepared: CanonicalResource | NewVersion
-    recorded: str
-    done: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
-    lead: bool = False  # woken to write the next batch, not because its own event is stored
-
-
-class AuditWriter:
-    """Group commit of AuditEvents: the requests of one process that wait at the same moment share
-    one transaction (one fsync); each returns only once its own event is committed.
-
-    No thread of its own: one waiting request leads, writes every pending event in one transaction,
-    then hands the lead to the oldest request that arrived meanwhile, so no request waits for more
-    than the batch before its own.
-    """
-
-    def __init__(self, db: Database, store: ResourceStore, max_batch: int = 256) -> None:
-        self.db, self.store, self.max_batch = db, store, max_batch
-        self._lock = threading.Lock()
-        self._pending: list[_Pending] = []
-        self._leading = False
-
-    def write(self, prepared: CanonicalResource | NewVersion, recorded: str) -> None:
-        item = _Pending(prepared, recorded)
-        with self._lock:
-            self._pending.append(item)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            item.done.wait()
-            lead = item.lead
-        if lead:
-            self._write_batch()
-        if item.error is not None:
-            raise item.error
-
-    def _write_batch(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-        try:
-            with self.db.transaction(write=True) as cur:
-                for item in batch:
-                    if isinstance(item.prepared, NewVersion):  # computed before the lock: inserts only
-                        self.store.put_new(cur, item.prepared)
-                    else:
-                        self.store.put_canonical(cur, item.prepared, item.recorded)
-        except BaseException as exc:  # every waiting request learns that its event was not stored
-            for item in batch:
-                item.error = exc
-        with self._lock:
-            if self._pending:
-                self._pending[0].lead = True  # it wakes up and writes the next batch
-                self._pending[0].done.set()
-            else:
-                self._leading = False
-        for item in batch:
-            item.done.set()
-
-
-def record(writer: AuditWriter, access: Access, outcome: str, description: str, source: str) -> str:
-    """Store the AuditEvent (its leaf queued in the same transaction); returns its id once committed."""
-    recorded = now_instant()
-    event = audit_event(access, outcome, description, recorded, source)
-    # A fresh UUID id: always version 1, so everything but the inserts is done outside the write lock.
-    writer.write(new_version(event, prepare(event), recorded), recorded)
+def record(spool: AuditSpool, access: Access, outcome: str, description: str, source: str) -> str:
+    """Append the AuditEvent to this process's spool; returns its id once it is durable.  It is
+    stored as a version (its leaf queued in the same transaction) when the spool is folded."""
+    event = audit_event(access, outcome, description, now_instant(), source)
+    spool.append(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     return event["id"]
 
 

@@ -38,8 +38,11 @@ class Config:
     #: gunicorn worker processes for the API
     workers: int = 2
     #: threads per gunicorn worker (gthread); concurrent reads of one worker share one durable
-    #: AuditEvent commit (group commit), so more threads means fewer fsyncs per request
+    #: AuditEvent append to its spool (group commit), so more threads means fewer fsyncs per request
     threads: int = 8
+    #: seconds between storing the AuditEvents spooled by the API processes as versions (an
+    #: AuditEvent read or search stores them first anyway)
+    audit_fold_interval: float = 0.5
     #: a line per HTTP request on standard output (gunicorn's access log); AuditEvents record every
     #: /fhir access anyway
     access_log: bool = False
@@ -181,8 +184,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             values[name] = env[ENV_PREFIX + name.upper()]
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = replace(Config(), **{k: _coerce(k, known[k], v) for k, v in values.items()})
-    if config.workers < 1 or config.threads < 1 or not 0 < config.port < 65536 or config.sequence_batch < 1:
-        raise ConfigError("workers, threads and sequence_batch must be positive, port within 1-65535")
+    if config.workers < 1 or config.threads < 1 or not 0 < config.port < 65536 or config.sequence_batch < 1 \
+            or config.audit_fold_interval <= 0:
+        raise ConfigError("workers, threads, sequence_batch and audit_fold_interval must be positive, "
+                          "port within 1-65535")
     if config.anchor_backend not in ("local", "evm"):
         raise ConfigError(f"setting anchor_backend: expected 'local' or 'evm', found {config.anchor_backend!r}")
     if config.consent_regime not in ("opt-in", "opt-out"):

@@ -333,22 +333,6 @@ def index_many(cur: Cursor, entries: list[IndexEntry]) -> None:
         cur.executemany(_INSERT_DATE, dates)
 
 
-def index_new(cur: Cursor, res_type: str, res_id: str, last_updated: str, patient: str | None,
-              rows: list[tuple[str, str]]) -> None:
-    """Index the first version of a resource whose ``patient`` and :func:`extract` rows were computed
-    before the transaction (the AuditWriter's batches hold the write lock for less)."""
-    cur.execute(
-        "INSERT INTO resource_current (res_type, res_id, version, last_updated, patient) VALUES (?, ?, 1, ?, ?)",
-        (res_type, res_id, last_updated, patient),
-    )
-    tokens = _token_rows(res_type, res_id, rows)
-    if tokens:
-        cur.executemany(_INSERT_TOKEN, tokens)
-    dates = _date_rows(res_type, res_id, rows)
-    if dates:
-        cur.executemany(_INSERT_DATE, dates)
-
-
 def rebuild(cur: Cursor, versions: Iterable[tuple[str, str, int, str, bytes]]) -> int:
     """Index the given current versions (type, id, version, lastUpdated, content); returns how many."""
     count = 0

@@ -21,6 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from anchoring.note import Signer, write_key_file
 
 from .anchor_service import anchor_round, open_anchorer
+from .audit_spool import SpoolFolder, spool_directory
 from .config import ENV_PREFIX, Config
 from .fhir_data import FhirData
 from .services import Services, open_services
@@ -43,6 +44,13 @@ def sequence_queue(services: Services) -> None:
         pass
 
 
+def fold_audits(folder: SpoolFolder) -> None:
+    """Store the AuditEvents the API processes spooled (and delete the files of finished ones)."""
+    stored = folder.fold()
+    if stored:
+        log.debug("stored %d spooled AuditEvents", stored)
+
+
 def sign_checkpoint(services: Services) -> None:
     if services.log.size() > 0:
         services.log.checkpoint(services.signer)
@@ -60,8 +68,8 @@ def _gunicorn_command(config: Config) -> list[str]:
         sys.executable, "-m", "gunicorn",
         "--bind", f"{config.host}:{config.port}",
         "--workers", str(config.workers),
-        # threads, not only processes: the requests of one worker waiting on the audit commit at the
-        # same moment share its fsync (bridge.audit.AuditWriter); a sync worker commits one at a time
+        # threads, not only processes: the requests of one worker waiting on the audit spool at the
+        # same moment share its fdatasync (bridge.audit_spool); a sync worker syncs one at a time
         "--worker-class", "gthread", "--threads", str(config.threads),
         # every /fhir request is recorded as an AuditEvent; a line per request on top costs about a
         # tenth of a read's CPU, so the access log is for debugging (or a proxy in front keeps one)
@@ -88,8 +96,12 @@ def serve(config: Config) -> int:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_signing_key(config)
     services = open_services(config)
-    FhirData(services.db, services.log).ensure_schema()  # before gunicorn's workers start, not in each
+    fhir = FhirData(services.db, services.log)
+    fhir.ensure_schema()  # before gunicorn's workers start, not in each
+    audits = SpoolFolder(spool_directory(config.data_dir), services.db, fhir.store)
+    fold_audits(audits)  # what the API spooled before a crash or stop
     scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
+    scheduler.add_job(fold_audits, "interval", seconds=config.audit_fold_interval, args=[audits], id="audit")
     scheduler.add_job(sequence_queue, "interval", seconds=config.sequence_interval, args=[services], id="sequence")
     scheduler.add_job(sign_checkpoint, "interval", seconds=config.checkpoint_interval, args=[services], id="checkpoint")
     # Anchoring: the first round runs at once, to catch up after downtime (issue #4).
@@ -127,5 +139,6 @@ def serve(config: Config) -> int:
                 api.kill()
         listeners.stop()  # no new message is accepted; what was acknowledged is committed
         scheduler.shutdown(wait=True)
+        fold_audits(audits)  # the API processes have stopped: every spooled AuditEvent is stored
         sequence_queue(services)  # leave nothing queued that could be indexed now
         services.close()

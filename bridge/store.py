@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from anchoring.db import Cursor, Database
@@ -251,16 +252,19 @@ class ResourceStore:
         :meth:`latest`, after :meth:`lock`, for every key the batch stores) is kept up to date."""
         return VersionBatch(cur, latest)
 
-    def put_new(self, cur: Cursor, new: NewVersion) -> VersionRef:
-        """Store a :class:`NewVersion` and queue its leaf; an id that exists already fails the
-        transaction (primary key) rather than being overwritten."""
-        queue_id = MerkleLog.enqueue(cur, leaf_data(new.res_type, new.res_id, 1, new.sha256))
-        cur.execute(
+    def put_new(self, cur: Cursor, news: Sequence[NewVersion]) -> None:
+        """Store :class:`NewVersion` s and queue their leaves, with one statement per table; an id
+        that exists already fails the transaction (primary key) rather than being overwritten."""
+        if not news:
+            return
+        queue_ids = MerkleLog.enqueue_many(cur, [leaf_data(n.res_type, n.res_id, 1, n.sha256) for n in news])
+        cur.executemany(
             f"INSERT INTO resource_versions ({_COLUMNS}, content_key) VALUES (?, ?, 1, ?, ?, ?, ?, ?, NULL, ?)",
-            (new.res_type, new.res_id, new.last_updated, new.content, new.salt, new.sha256, queue_id, new.key),
+            [(n.res_type, n.res_id, n.last_updated, n.content, n.salt, n.sha256, queue_id, n.key)
+             for n, queue_id in zip(news, queue_ids, strict=True)],
         )
-        search_index.index_new(cur, new.res_type, new.res_id, new.last_updated, new.patient, new.tokens)
-        return VersionRef(new.res_type, new.res_id, 1, created=True)
+        search_index.index_many(cur, [search_index.IndexEntry(n.res_type, n.res_id, 1, n.last_updated, n.patient,
+                                                               tuple(n.tokens), replaces=False) for n in news])
 
     def read(self, res_type: str, res_id: str, version: int | None = None) -> StoredVersion | None:
         """One version (default: the latest)."""

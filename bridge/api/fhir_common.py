@@ -10,7 +10,8 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
-from ..audit import MINOR_FAILURE, SERIOUS_FAILURE, SUCCESS, Access, AuditWriter, record
+from ..audit import MINOR_FAILURE, SERIOUS_FAILURE, SUCCESS, Access, record
+from ..audit_spool import AuditSpool, SpoolFolder, spool_directory
 from ..auth.registry import AccessGrant
 from ..consent import Decision, decide, rules_of
 from ..fhir_data import FhirData
@@ -34,11 +35,21 @@ def data() -> FhirData:
     return found
 
 
-def audit_writer() -> AuditWriter:
+def audit_spool() -> AuditSpool:
     found = current_app.extensions.get("fhir_bridge_audit")
     if found is None:
-        found = current_app.extensions.setdefault("fhir_bridge_audit", AuditWriter(services().db, data().store))
+        found = current_app.extensions.setdefault(
+            "fhir_bridge_audit", AuditSpool(spool_directory(services().config.data_dir)))
     return found
+
+
+def fold_audits() -> None:
+    """Store every spooled AuditEvent of this host (every API process's) before they are searched."""
+    found = current_app.extensions.get("fhir_bridge_audit_folder")
+    if found is None:
+        found = current_app.extensions.setdefault("fhir_bridge_audit_folder", SpoolFolder(
+            spool_directory(services().config.data_dir), services().db, data().store))
+    found.fold()
 
 
 def base_url() -> str:
@@ -83,15 +94,22 @@ def begin(interaction: str, res_type: str, permission: str) -> tuple[Access, Acc
     """Start auditing this request, then check the token and its scope (a failure is audited too).
 
     A read or search reads its token, data and consents in one read transaction (one snapshot),
-    ended before the AuditEvent is written."""
+    ended before the AuditEvent is written; of AuditEvents, after the spooled ones are stored."""
     access = Access(interaction, query=request.full_path.rstrip("?"))
     g.fhir_access = access
+    if res_type == "AuditEvent":  # for a caller allowed to read them, before the snapshot is taken
+        _authorise(access, res_type, permission)
+        fold_audits()
     if permission in ("r", "s"):
         services().db.begin_shared_read()
+    return access, _authorise(access, res_type, permission)
+
+
+def _authorise(access: Access, res_type: str, permission: str) -> AccessGrant:
     grant = current_grant()
     access.organization, access.client_id = grant.organization, grant.client_id
     require(res_type, permission)
-    return access, grant
+    return grant
 
 
 class ConsentGate:
@@ -135,7 +153,7 @@ def _audit(response: Response) -> Response:
         except (ValueError, KeyError, IndexError, TypeError):
             pass
     try:
-        record(audit_writer(), access, outcome, description, services().log.origin)
+        record(audit_spool(), access, outcome, description, services().log.origin)
     except Exception:
         # Never answer with data whose access could not be recorded.
         log.exception("could not record the AuditEvent")

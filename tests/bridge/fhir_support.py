@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from bridge.audit import AuditWriter
+from bridge.audit_spool import AuditSpool, SpoolFolder, spool_directory
 from bridge.auth.registry import Client
 from bridge.fhir_data import FhirData
 from bridge.services import Services
@@ -74,7 +74,9 @@ def seed(services: Services) -> None:
 
 
 def settle(services: Services) -> None:
-    """Sequence everything queued and sign a checkpoint (what `serve`'s jobs do every second)."""
+    """Store spooled AuditEvents, sequence everything queued and sign a checkpoint (what `serve`'s
+    jobs do every second)."""
+    fold_audits(services)
     while services.log.sequence():
         pass
     services.log.checkpoint(services.signer)
@@ -86,11 +88,17 @@ def bearer(services: Services, org: str, scopes: str = "system/*.rs", client_id:
     return {"Authorization": f"Bearer {token}"}
 
 
-def audit_writer(services: Services) -> tuple[FhirData, AuditWriter]:
-    """The FHIR tables and an AuditWriter on them, as a gunicorn worker has."""
+def audit_spool(services: Services) -> tuple[FhirData, AuditSpool]:
+    """The FHIR tables and an audit spool in the data folder, as a gunicorn worker has."""
     data = FhirData(services.db, services.log)
     data.ensure_schema()
-    return data, AuditWriter(services.db, data.store)
+    return data, AuditSpool(spool_directory(services.config.data_dir))
+
+
+def fold_audits(services: Services) -> int:
+    """Store the spooled AuditEvents (what `serve` does every audit_fold_interval)."""
+    data = FhirData(services.db, services.log)
+    return SpoolFolder(spool_directory(services.config.data_dir), services.db, data.store).fold()
 
 
 def in_threads(count: int, work: Callable[[], None]) -> None:

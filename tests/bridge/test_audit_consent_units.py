@@ -1,15 +1,13 @@
-"""Consent rules and decisions (pure), the audit group commit under threads, and the consent CLI."""
+"""Consent rules and decisions (pure) and the consent CLI."""
 
 from __future__ import annotations
 
 import json
 
-from bridge.audit import Access, audit_event, now_instant, prepare
 from bridge.cli import main
 from bridge.consent import decide, rules_of, validate_consent
-from bridge.services import open_services
 
-from .fhir_support import audit_writer, consent, in_threads
+from .fhir_support import consent
 
 
 def test_rules_and_decisions():
@@ -30,27 +28,6 @@ def test_rules_and_decisions():
     expired["provision"]["period"] = {"end": "2020-01-01"}
     assert rules_of(expired, now="2026-01-01T00:00:00+00:00") == []
     assert validate_consent({"resourceType": "Consent", "status": "active"}).startswith("Consent.patient")
-
-
-def test_group_commit_stores_every_event_once(config):
-    services = open_services(config)
-    data, writer = audit_writer(services)
-    ids: list[str] = []
-
-    def work() -> None:
-        for _ in range(20):
-            event = audit_event(Access("read", "org-a", "c", {"Patient/p1"}), "0", "ok", now_instant(), "test")
-            writer.write(prepare(event), event["recorded"])
-            ids.append(event["id"])
-
-    in_threads(6, work)
-    try:
-        assert len(ids) == 120
-        stored = [data.current("AuditEvent", i) for i in ids]
-        assert all(s is not None and s[0].version == 1 for s in stored)
-        assert services.log.queued() == 120, "every event's leaf is queued with it"
-    finally:
-        services.close()
 
 
 def test_consent_cli(tmp_path, monkeypatch, capsys, config):

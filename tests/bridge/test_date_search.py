@@ -175,11 +175,11 @@ def test_last_updated_compares_instants_across_zones(data: FhirData) -> None:
 
 
 def test_precomputed_new_versions_are_indexed_too(data: FhirData) -> None:
-    """The AuditWriter's path (put_new / index_new) indexes dates like put does."""
+    """The audit spool's path (put_new) indexes dates like put does."""
     event = {"resourceType": "AuditEvent", "id": "ev1", "recorded": "2026-02-03T01:00:00+02:00",
              "entity": [{"what": {"reference": "Patient/p1"}}], "outcome": "0"}
     with data.db.transaction(write=True) as cur:
-        data.store.put_new(cur, new_version(event, canonical_resource(event), "2026-02-03T00:00:00.000Z"))
+        data.store.put_new(cur, [new_version(event, canonical_resource(event), "2026-02-03T00:00:00.000Z")])
     assert found(data, "AuditEvent", "date=2026-02-02") == {"ev1"}  # 2026-02-02T23:00Z
     assert found(data, "AuditEvent", "date=2026-02-03") == set()
     assert found(data, "AuditEvent", "_lastUpdated=2026-02-03") == {"ev1"}

@@ -14,7 +14,7 @@ from bridge.api import create_app
 from bridge.services import open_services
 from bridge.validation import problems
 
-from .fhir_support import bearer, consent, put, seed, settle
+from .fhir_support import bearer, consent, fold_audits, put, seed, settle
 
 OPEN = "system/*.rs system/Consent.write"
 
@@ -51,6 +51,7 @@ def outcome(response, status: int, words: str) -> dict:
 def audits(services, patient: str) -> list[dict]:
     from bridge.fhir_data import FhirData
 
+    fold_audits(services)
     data = FhirData(services.db, services.log)
     rows = data.rows("SELECT c.res_type, c.res_id, c.version, c.patient FROM resource_current c "
                      "JOIN search_tokens t ON t.res_type = c.res_type AND t.res_id = c.res_id "

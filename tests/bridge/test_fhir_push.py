@@ -11,7 +11,7 @@ from bridge.fhir_ingest import FhirIngest
 from bridge.services import open_services
 from bridge.store import ResourceStore
 
-from .fhir_support import bearer
+from .fhir_support import bearer, fold_audits
 
 PID = "7f0c3c2e-8a3b-4a4e-9d5c-1b2a3c4d5e6f"
 WRITE = "system/*.cruds"
@@ -52,6 +52,7 @@ def records(services) -> int:
 
 
 def audit_events(services) -> list[dict]:
+    fold_audits(services)
     with services.db.transaction() as cur:
         cur.execute("SELECT content FROM resource_versions WHERE res_type = 'AuditEvent' ORDER BY last_updated")
         return [json.loads(bytes(row[0])) for row in cur.fetchall()]
@@ -72,6 +73,7 @@ def test_transaction_is_stored_with_references_resolved_and_is_idempotent(client
     store = ResourceStore(services.db)
     obs_id = body["entry"][1]["response"]["location"].split("/")[1]
     assert store.read("Observation", obs_id).resource["subject"]["reference"] == f"Patient/{PID}"
+    fold_audits(services)
     with services.db.transaction() as cur:  # every new version is queued for the log, the AuditEvent's too
         cur.execute("SELECT data FROM log_queue")
         assert sorted(json.loads(bytes(row[0]))["type"] for row in cur.fetchall()) == ["AuditEvent", "Observation", "Patient"]

@@ -10,15 +10,13 @@ import time
 import pytest
 
 from anchoring.db import SqliteDatabase
-from bridge.audit import Access, audit_event, now_instant, prepare, record
+from bridge.audit import Access, audit_event, now_instant, prepare
 from bridge.config import load_config
 from bridge.errors import ConfigError
 from bridge.fhir_data import FhirData
 from bridge.serve import _gunicorn_command
 from bridge.services import open_services
 from bridge.store import new_version
-
-from .fhir_support import audit_writer, in_threads
 
 
 def _rows(db, res_id):  # type: ignore[no-untyped-def]
@@ -45,7 +43,7 @@ def test_put_new_stores_what_put_canonical_stores(config):
         fast = dict(slow, id=slow["id"] + "-fast")
         with services.db.transaction(write=True) as cur:
             data.store.put_canonical(cur, prepare(slow), recorded)
-            data.store.put_new(cur, new_version(fast, prepare(fast), recorded))
+            data.store.put_new(cur, [new_version(fast, prepare(fast), recorded)])
         (v1,), c1, t1 = _rows(services.db, slow["id"])
         (v2,), c2, t2 = _rows(services.db, fast["id"])
         assert v2[0] == 1 and v2[1] == v1[1] and c1 == c2 and t1 == t2 and t1
@@ -53,24 +51,6 @@ def test_put_new_stores_what_put_canonical_stores(config):
         stored = data.store.read("AuditEvent", fast["id"])
         assert stored is not None and stored.sha256 == hashlib.sha256(stored.salt + stored.content).hexdigest()
         assert services.log.queued() == 2, "each leaf is queued in the transaction that stores its event"
-    finally:
-        services.close()
-
-
-def test_record_under_threads_stores_each_event_once(config):
-    services = open_services(config)
-    data, writer = audit_writer(services)
-    ids: list[str] = []
-
-    def work() -> None:
-        for _ in range(15):
-            ids.append(record(writer, Access("read", "org-a", "c", {"Patient/p1"}), "0", "ok", "test"))
-
-    in_threads(5, work)
-    try:
-        assert len(set(ids)) == 75
-        assert all(data.current("AuditEvent", i) is not None for i in ids)
-        assert services.log.queued() == 75
     finally:
         services.close()
 

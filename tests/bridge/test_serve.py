@@ -27,6 +27,7 @@ def served(tmp_path):
         FHIR_BRIDGE_WORKERS="2",
         FHIR_BRIDGE_SEQUENCE_INTERVAL="0.2",
         FHIR_BRIDGE_CHECKPOINT_INTERVAL="0.3",
+        FHIR_BRIDGE_AUDIT_FOLD_INTERVAL="0.2",
         FHIR_BRIDGE_LOG_ORIGIN="serve.example/log",
     )
     env.pop("FHIR_BRIDGE_DATABASE_URL", None)
@@ -78,3 +79,31 @@ def test_serve_creates_a_key_sequences_signs_and_serves_proofs(served, tmp_path)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     assert "PRIVATE" not in proc.stdout.read(), "the signing key never reaches the logs"
+
+
+def test_serve_stores_what_the_api_workers_spooled(served, tmp_path):
+    """Every /fhir request (here refused: no token) is spooled by the gunicorn worker that answered
+    it; serve's job stores them as AuditEvent versions without anyone searching for them, and on
+    stop no spool file is left."""
+    import sqlite3
+
+    base, env, proc = served
+    for i in range(6):
+        assert requests.get(f"{base}/fhir/Observation/o{i}", timeout=5).status_code == 401
+    db = tmp_path / "data" / "fhir-bridge.db"
+
+    def stored() -> list[str]:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return [bytes(r[0]).decode() for r in conn.execute(
+                "SELECT content FROM resource_versions WHERE res_type = 'AuditEvent'")]
+
+    deadline = time.monotonic() + 20
+    while len(stored()) < 6:
+        assert time.monotonic() < deadline, f"the spooled AuditEvents were not stored: {len(stored())} of 6"
+        time.sleep(0.2)
+    assert sorted('"outcome":"4"' in e and "Observation/o" not in e for e in stored()) == [True] * 6, \
+        "refused, and what was asked for is in the query entity only (base64)"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert list((tmp_path / "data" / "audit-spool").glob("*.spool")) == [], "every spool file stored and deleted"
+    assert len(stored()) == 6

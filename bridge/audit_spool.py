@@ -1,0 +1,250 @@
+"""A write-ahead spool for AuditEvents: durable before the response, stored and logged in batches.
+
+A partner read may not be answered before its AuditEvent is durable.  Storing the event as a version
+(version row, current row, search and date rows, log queue entry: a dozen b-tree pages) under the
+database's one write lock, one commit per request, cost more than the read itself.  So each API
+process appends its events to a file of its own (:class:`AuditSpool`; the requests waiting at the
+same moment share one ``fdatasync``), and :class:`SpoolFolder` stores what the files hold as
+versions, many to a transaction: `serve` every ``audit_fold_interval`` seconds, and an ``AuditEvent``
+read or search first, so the patient's party sees every access up to its own request.
+
+A file is framed records, each ``length (4 bytes) | CRC-32 (4 bytes) | canonical event JSON``; a
+short or damaged record can only be the last one of a process that died while writing it, whose
+request was therefore never answered.  The owning process holds an exclusive ``flock`` on its file:
+a folder deletes a file only once it holds that lock (the owner is gone, or rotated to a new file)
+and has stored everything in it.  Folding is idempotent (an event whose id is stored is skipped), so
+two folders, or a fold repeated after a crash, store every event exactly once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from anchoring.db import Database
+
+from .audit import prepare
+from .store import ResourceStore, new_version
+
+log = logging.getLogger("fhir_bridge.audit")
+
+SUFFIX = ".spool"
+ROTATE_BYTES = 4 * 1024 * 1024  # a new file after this much, so folded files can be deleted
+_HEADER = struct.Struct(">II")  # payload length, CRC-32 of the payload
+_FOLD_CHUNK = 500  # events per fold transaction
+
+
+def frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def read_frames(data: bytes) -> tuple[list[bytes], int, bool]:
+    """The whole records at the start of ``data``: their payloads, the bytes they span, and whether
+    a damaged record (wrong CRC) stopped the reading (an incomplete one at the end is not damage:
+    it may still be being written)."""
+    payloads: list[bytes] = []
+    at, size = 0, len(data)
+    while at + _HEADER.size <= size:
+        length, crc = _HEADER.unpack_from(data, at)
+        end = at + _HEADER.size + length
+        if end > size:
+            break
+        payload = data[at + _HEADER.size : end]
+        if zlib.crc32(payload) != crc:
+            return payloads, at, True
+        payloads.append(payload)
+        at = end
+    return payloads, at, False
+
+
+def spool_directory(data_dir: Path) -> Path:
+    return data_dir / "audit-spool"
+
+
+@dataclass
+class _Pending:
+    payload: bytes
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    lead: bool = False  # woken to write the next batch, not because its own record is durable
+
+
+class AuditSpool:
+    """This process's spool file, appended with group commit.
+
+    No thread of its own: one waiting request leads, writes every pending record and syncs once,
+    then hands the lead to the oldest request that arrived meanwhile; each returns only once its own
+    record is durable.  Opened on first use in the process that uses it (a forked child opens its
+    own file rather than writing into its parent's)."""
+
+    def __init__(self, directory: Path, rotate_bytes: int = ROTATE_BYTES, max_batch: int = 256) -> None:
+        self.directory, self.rotate_bytes, self.max_batch = directory, rotate_bytes, max_batch
+        self._lock = threading.Lock()
+        self._pending: list[_Pending] = []
+        self._leading = False
+        self._fd: int | None = None
+        self._owner = 0  # the pid that opened _fd
+        self._size = 0
+        self.path: Path | None = None
+
+    def append(self, payload: bytes) -> None:
+        """Return once ``payload`` is on disk (raises OSError if it could not be written)."""
+        item = _Pending(payload)
+        with self._lock:
+            self._pending.append(item)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            item.done.wait()
+            lead = item.lead
+        if lead:
+            self._write_batch()
+        if item.error is not None:
+            raise item.error
+
+    def _write_batch(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        try:
+            self._write(b"".join(frame(item.payload) for item in batch))
+        except BaseException as exc:  # every waiting request learns that its record is not durable
+            for item in batch:
+                item.error = exc
+        with self._lock:
+            if self._pending:
+                self._pending[0].lead = True  # it wakes up and writes the next batch
+                self._pending[0].done.set()
+            else:
+                self._leading = False
+        for item in batch:
+            item.done.set()
+
+    def _write(self, data: bytes) -> None:
+        fd = self._file()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fdatasync(fd)
+        except OSError:
+            os.ftruncate(fd, self._size)  # a partial record must not hide the records written after it
+            raise
+        self._size += len(data)
+        if self._size >= self.rotate_bytes:
+            self.close()  # releases the lock: folders delete the file once it is stored
+
+    def _file(self) -> int:
+        if self._fd is not None and self._owner == os.getpid():
+            return self._fd
+        self._fd = None  # inherited through fork: the parent's, not ours
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
+        path = self.directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _sync_directory(self.directory)  # the file's name is as durable as what is written in it
+        self._fd, self._owner, self._size, self.path = fd, os.getpid(), 0, path
+        return fd
+
+    def close(self) -> None:
+        if self._fd is not None and self._owner == os.getpid():
+            os.close(self._fd)
+        self._fd, self.path = None, None
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SpoolFolder:
+    """Stores spooled AuditEvents as versions (their leaves queued in the same transaction)."""
+
+    def __init__(self, directory: Path, db: Database, store: ResourceStore) -> None:
+        self.directory, self.db, self.store = directory, db, store
+        self._folded: dict[str, int] = {}  # file name -> bytes of it known stored
+        self._lock = threading.Lock()  # one fold at a time in this process
+
+    def fold(self) -> int:
+        """Store every complete record of every spool file; returns how many events were new."""
+        with self._lock:
+            names = sorted(p.name for p in self.directory.glob("*" + SUFFIX)) if self.directory.is_dir() else []
+            for gone in set(self._folded) - set(names):
+                del self._folded[gone]
+            return sum(self._fold_file(self.directory / name) for name in names)
+
+    def backlog(self) -> int:
+        """Bytes of spool files not yet known stored (by this folder)."""
+        paths = self.directory.glob("*" + SUFFIX) if self.directory.is_dir() else []
+        return sum(max(0, p.stat().st_size - self._folded.get(p.name, 0)) for p in paths)
+
+    def _fold_file(self, path: Path) -> int:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # deleted by another folder
+            self._folded.pop(path.name, None)
+            return 0
+        try:
+            # The owner's lock first: once it is ours nothing more is appended, so what is read now
+            # is all the file will ever hold.
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                finished = True
+            except BlockingIOError:
+                finished = False
+            start = self._folded.get(path.name, 0)
+            os.lseek(fd, start, os.SEEK_SET)
+            data = _read_all(fd)
+            payloads, length, damaged = read_frames(data)
+            stored = self._store(path.name, payloads)
+            self._folded[path.name] = start + length
+            if finished:
+                if damaged or length < len(data):
+                    log.warning("audit spool %s: %d bytes at its end are not a whole record (its process "
+                                "stopped while writing them; that request was not answered)", path.name,
+                                len(data) - length)
+                path.unlink(missing_ok=True)
+                self._folded.pop(path.name, None)
+            elif damaged:
+                log.error("audit spool %s: damaged record at byte %d; the rest of the file waits",
+                          path.name, start + length)
+            return stored
+        finally:
+            os.close(fd)
+
+    def _store(self, name: str, payloads: list[bytes]) -> int:
+        stored = 0
+        for at in range(0, len(payloads), _FOLD_CHUNK):
+            events = [json.loads(p) for p in payloads[at : at + _FOLD_CHUNK]]
+            versions = [new_version(e, prepare(e), e["recorded"]) for e in events]  # outside the lock
+            with self.db.transaction(write=True) as cur:
+                if self.db.dialect == "postgresql":  # folders of one file take turns
+                    self.store.lock(cur, [("AuditSpool", name)])
+                ids = [v.res_id for v in versions]
+                marks = ", ".join("?" * len(ids))
+                cur.execute(f"SELECT res_id FROM resource_current WHERE res_type = 'AuditEvent' "
+                            f"AND res_id IN ({marks})", ids)
+                present = {row[0] for row in cur.fetchall()}
+                new = [v for v in versions if v.res_id not in present]
+                self.store.put_new(cur, new)
+            stored += len(new)
+        return stored
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)

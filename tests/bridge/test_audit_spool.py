@@ -1,0 +1,201 @@
+"""The AuditEvent spool (bridge.audit_spool): durable before the response, stored exactly once."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bridge.api import create_app
+from bridge.audit import Access, record
+from bridge.audit_spool import SUFFIX, AuditSpool, SpoolFolder, frame, read_frames, spool_directory
+from bridge.services import open_services
+
+from .fhir_support import audit_spool, bearer, consent, in_threads, observation, patient, put
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _access(pid: str = "p1") -> Access:
+    return Access("read", "org-a", "client-a", {f"Patient/{pid}"}, [f"Observation/o-{pid}/_history/1"],
+                  "/fhir/Observation/o-" + pid)
+
+
+def _stored_ids(services) -> list[str]:
+    with services.db.transaction() as cur:
+        cur.execute("SELECT res_id FROM resource_versions WHERE res_type = 'AuditEvent'")
+        return [row[0] for row in cur.fetchall()]
+
+
+def _spool_files(services) -> list[Path]:
+    return sorted(spool_directory(services.config.data_dir).glob("*" + SUFFIX))
+
+
+@pytest.fixture
+def services(config):
+    services = open_services(config)
+    yield services
+    services.close()
+
+
+def test_read_frames_stops_before_an_incomplete_or_damaged_record():
+    one, two = frame(b'{"a":1}'), frame(b'{"b":2}')
+    assert read_frames(one + two) == ([b'{"a":1}', b'{"b":2}'], len(one + two), False)
+    assert read_frames(one + two[:5]) == ([b'{"a":1}'], len(one), False)  # being written: not damage
+    assert read_frames(one + two[:-1]) == ([b'{"a":1}'], len(one), False)
+    flipped = two[:-2] + bytes([two[-2] ^ 1]) + two[-1:]
+    assert read_frames(one + flipped + frame(b"{}")) == ([b'{"a":1}'], len(one), True)
+    assert read_frames(b"") == ([], 0, False)
+
+
+def test_events_are_durable_in_the_spool_before_they_are_stored_then_stored_once(services):
+    data, spool = audit_spool(services)
+    ids: list[str] = []
+
+    def work() -> None:
+        for i in range(20):
+            ids.append(record(spool, _access(f"p{i % 3}"), "0", "HTTP 200", "test"))
+
+    in_threads(6, work)
+    [path] = _spool_files(services)
+    payloads, length, damaged = read_frames(path.read_bytes())
+    assert length == path.stat().st_size and not damaged
+    assert sorted(json.loads(p)["id"] for p in payloads) == sorted(ids) and len(set(ids)) == 120
+    assert _stored_ids(services) == [], "nothing is stored until the spool is folded"
+
+    folder = SpoolFolder(spool_directory(services.config.data_dir), services.db, data.store)
+    assert folder.fold() == 120
+    assert sorted(_stored_ids(services)) == sorted(ids)
+    assert services.log.queued() == 120, "every event's leaf is queued with it"
+    assert folder.fold() == 0 and folder.backlog() == 0
+    assert SpoolFolder(folder.directory, services.db, data.store).fold() == 0, \
+        "a second folder (another process, or a restart) stores nothing twice"
+    assert path.exists(), "the file of a live process is kept"
+    stored = data.store.read("AuditEvent", ids[0])
+    assert stored.resource["recorded"] == stored.last_updated or stored.resource["recorded"].startswith(
+        stored.last_updated[:19])
+    assert stored.resource["entity"][0]["what"]["reference"].startswith("Patient/p")
+    spool.close()
+    assert folder.fold() == 0 and _spool_files(services) == [], "a finished file, once stored, is deleted"
+
+
+def test_rotation_keeps_files_small_and_loses_nothing(services):
+    data, _ = audit_spool(services)
+    spool = AuditSpool(spool_directory(services.config.data_dir), rotate_bytes=3000)
+    ids = [record(spool, _access(), "0", "HTTP 200", "test") for _ in range(12)]
+    assert len(_spool_files(services)) >= 3
+    folder = SpoolFolder(spool.directory, services.db, data.store)
+    assert folder.fold() == 12 and sorted(_stored_ids(services)) == sorted(ids)
+    assert _spool_files(services) == ([spool.path] if spool.path else []), "rotated files are deleted once stored"
+
+
+def test_a_torn_last_record_of_a_dead_process_is_dropped_and_the_rest_stored(services, caplog):
+    data, spool = audit_spool(services)
+    ids = [record(spool, _access(), "0", "HTTP 200", "test") for _ in range(3)]
+    path = spool.path
+    spool.close()
+    with open(path, "ab") as f:  # what a process killed inside write() leaves
+        f.write(frame(b'{"resourceType":"AuditEvent"')[:-4])
+    assert SpoolFolder(spool.directory, services.db, data.store).fold() == 3
+    assert sorted(_stored_ids(services)) == sorted(ids) and not path.exists()
+    assert "not a whole record" in caplog.text
+
+
+def test_a_killed_api_process_loses_no_acknowledged_event(services):
+    """A real process appends as fast as it can and prints each id once append() returned; it is
+    killed mid-stream; every printed id is stored by a folder afterwards, none twice."""
+    data, _ = audit_spool(services)
+    directory = spool_directory(services.config.data_dir)
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from bridge.audit import Access, record
+        from bridge.audit_spool import AuditSpool
+        spool = AuditSpool(Path({str(directory)!r}))
+        while True:
+            print(record(spool, Access("read", "org-a", "c", {{"Patient/p1"}}), "0", "ok", "t"), flush=True)
+        """)], stdout=subprocess.PIPE, text=True)
+    acknowledged = [child.stdout.readline().strip() for _ in range(150)]
+    child.send_signal(signal.SIGKILL)
+    rest, _ = child.communicate(timeout=30)
+    acknowledged += rest.split()
+    folder = SpoolFolder(directory, services.db, data.store)
+    folder.fold()
+    stored = _stored_ids(services)
+    assert len(stored) == len(set(stored)) and set(acknowledged) <= set(stored)
+    assert _spool_files(services) == [], "the dead process's file is deleted once stored"
+
+
+def test_a_failed_sync_fails_the_request_and_leaves_no_partial_record(services, config, monkeypatch):
+    """A full disk cannot be produced here: os.fdatasync is replaced by one raising ENOSPC (a mock of
+    that fault only).  The read is refused with 503 and nothing of it reaches the partner; the spool
+    holds no partial record, so the next request's event is read back."""
+    put(services, patient("p1", "Diaz", "Ana", "female", "1980-01-01"))
+    put(services, observation("o1", "p1", "2339-0", "2026-01-01T10:00:00Z"))
+    put(services, consent("c1", "p1", "org-a"))
+    client = create_app(services=services).test_client()
+    headers = bearer(services, "org-a", "system/*.rs")
+    assert client.get("/fhir/Observation/o1", headers=headers).status_code == 200
+    real = os.fdatasync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", full)
+    refused = client.get("/fhir/Observation/o1", headers=headers)
+    assert refused.status_code == 503 and b"Diaz" not in refused.data and b"2339-0" not in refused.data
+    monkeypatch.setattr(os, "fdatasync", real)
+    assert client.get("/fhir/Observation/o1", headers=headers).status_code == 200
+    [path] = _spool_files(services)
+    payloads, length, damaged = read_frames(path.read_bytes())
+    assert length == path.stat().st_size and not damaged and len(payloads) == 2
+
+
+def test_an_audit_search_sees_what_every_api_process_spooled(services):
+    """Events spooled by another process (another spool file, its owner alive) are stored before an
+    AuditEvent search runs, so the patient's party sees every access up to its own request."""
+    put(services, patient("p1", "Diaz", "Ana", "female", "1980-01-01"))
+    put(services, consent("cons-audit", "p1", "org-patient-app", classes=("AuditEvent",)))
+    _, other_worker = audit_spool(services)
+    spooled = record(other_worker, _access("p1"), "0", "HTTP 200", "another worker")
+    client = create_app(services=services).test_client()
+    response = client.get("/fhir/AuditEvent?patient=p1", headers=bearer(services, "org-patient-app", "system/*.rs"))
+    assert response.status_code == 200, response.get_json()
+    found = {e["resource"]["id"] for e in response.get_json()["entry"]}
+    assert spooled in found
+
+
+def test_a_forked_child_spools_to_a_file_of_its_own(services):
+    _, spool = audit_spool(services)
+    record(spool, _access(), "0", "HTTP 200", "parent")
+    pid = os.fork()
+    if pid == 0:  # the child: must not append to (or unlock) the parent's file
+        try:
+            record(spool, _access(), "0", "HTTP 200", "child")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    record(spool, _access(), "0", "HTTP 200", "parent")
+    files = _spool_files(services)
+    assert len(files) == 2
+    sources = [sorted(json.loads(p)["source"]["observer"]["display"] for p in read_frames(f.read_bytes())[0])
+               for f in files]
+    assert sorted(sources) == [["child"], ["parent", "parent"]]
+
+
+def test_audit_fold_interval_is_a_positive_setting(config):
+    from bridge.config import load_config
+    from bridge.errors import ConfigError
+
+    assert load_config(env={}, data_dir=config.data_dir).audit_fold_interval == 0.5
+    assert load_config(env={"FHIR_BRIDGE_AUDIT_FOLD_INTERVAL": "0.1"}, data_dir=config.data_dir).audit_fold_interval == 0.1
+    with pytest.raises(ConfigError, match="audit_fold_interval"):
+        load_config(env={"FHIR_BRIDGE_AUDIT_FOLD_INTERVAL": "0"}, data_dir=config.data_dir)
