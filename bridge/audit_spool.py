@@ -185,11 +185,6 @@ class SpoolFolder:
                 del self._folded[gone]
             return sum(self._fold_file(self.directory / name) for name in names)
 
-    def backlog(self) -> int:
-        """Bytes of spool files not yet known stored (by this folder)."""
-        paths = self.directory.glob("*" + SUFFIX) if self.directory.is_dir() else []
-        return sum(max(0, p.stat().st_size - self._folded.get(p.name, 0)) for p in paths)
-
     def _fold_file(self, path: Path) -> int:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

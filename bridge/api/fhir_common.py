@@ -49,7 +49,11 @@ def fold_audits() -> None:
     if found is None:
         found = current_app.extensions.setdefault("fhir_bridge_audit_folder", SpoolFolder(
             spool_directory(services().config.data_dir), services().db, data().store))
-    found.fold()
+    try:
+        found.fold()
+    except Exception:
+        log.exception("could not store the spooled AuditEvents")
+        raise ApiError(503, "transient", "the latest AuditEvents could not be stored; try again") from None
 
 
 def base_url() -> str:
