@@ -23,6 +23,7 @@ class Row:
     res_id: str
     version: int
     patient: str | None
+    last_updated: str = ""  # where a search orders by it
 
 
 def _version(row: Sequence) -> StoredVersion:
@@ -106,7 +107,7 @@ class FhirData:
     def rows(self, sql: str, params: Sequence) -> list[Row]:
         with self.db.transaction() as cur:
             cur.execute(sql, params)
-            return [Row(r[0], r[1], int(r[2]), r[3]) for r in cur.fetchall()]
+            return [Row(r[0], r[1], int(r[2]), r[3], *r[4:5]) for r in cur.fetchall()]
 
     def compartment(self, patient: str, since: str | None) -> list[Row]:
         """Every current resource in the patient's compartment (the Patient first)."""

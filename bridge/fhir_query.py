@@ -28,7 +28,7 @@ TYPE_PATTERN = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _ZONE_AS_SPACE = re.compile(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:\d{2})$")
 DEFAULT_COUNT, MAX_COUNT = 50, 1000
 #: result parameters handled by the views, not by the index
-CONTROL = ("_count", "_offset", "_include", "_format", "_since", "_type")
+CONTROL = ("_count", "_offset", "_cursor", "_include", "_format", "_since", "_type")
 
 
 class SearchError(ValueError):
@@ -61,7 +61,6 @@ class SearchQuery:
     res_type: str
     conditions: list[Condition] = field(default_factory=list)
     count: int = DEFAULT_COUNT
-    offset: int = 0
     include_patient: bool = False
 
 
@@ -120,8 +119,8 @@ def parse_search(res_type: str, args: list[tuple[str, str]], extra_control: tupl
             continue
         if base == "_count":
             query.count = non_negative_int(name, raw, MAX_COUNT)
-        elif base == "_offset":
-            query.offset = non_negative_int(name, raw, 10**9)
+        elif base in ("_offset", "_cursor"):
+            continue  # the page: bridge.api.paging
         elif base == "_format":
             if raw not in ("json", "application/json", "application/fhir+json"):
                 raise SearchError(name, "_format: only JSON is served")
@@ -231,12 +230,13 @@ def condition_sql(cond: Condition) -> tuple[str, list]:
 
 
 def search_sql(query: SearchQuery) -> tuple[str, list]:
-    """All matches (type, id, version, patient), newest first; paging happens after consent filtering."""
+    """All matches (type, id, version, patient, lastUpdated), newest first; paging happens after
+    consent filtering."""
     where: list[str] = ["c.res_type = ?"]
     params: list = [query.res_type]
     for cond in query.conditions:
         sql, ps = condition_sql(cond)
         where.append(sql)
         params.extend(ps)
-    return ("SELECT c.res_type, c.res_id, c.version, c.patient FROM resource_current c WHERE "
+    return ("SELECT c.res_type, c.res_id, c.version, c.patient, c.last_updated FROM resource_current c WHERE "
             + " AND ".join(where) + " ORDER BY c.last_updated DESC, c.res_id"), params

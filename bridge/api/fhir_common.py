@@ -6,7 +6,7 @@ import gzip
 import json
 import logging
 from collections.abc import Iterable
-from urllib.parse import urlencode
+from typing import TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
@@ -15,12 +15,15 @@ from ..audit_spool import AuditSpool, SpoolFolder, spool_directory
 from ..auth.registry import AccessGrant
 from ..consent import Decision, decide, rules_of
 from ..fhir_data import FhirData
-from ..fhir_query import ID_PATTERN, TYPE_PATTERN
+from ..fhir_query import ID_PATTERN, TYPE_PATTERN, SearchError
 from .access import current_grant, require
 from .context import services
 from .outcome import ApiError
+from .paging import Order, Page, paginate
 
 log = logging.getLogger("fhir_bridge.api.fhir")
+
+T = TypeVar("T")
 
 FHIR_JSON = "application/fhir+json"
 GZIP_MIN_SIZE = 1024
@@ -76,20 +79,12 @@ def check_type_and_id(res_type: str, res_id: str | None = None) -> None:
         raise ApiError(400, "value", f"{res_id[:64]!r} is not a FHIR id ([A-Za-z0-9-.]{{1,64}})", "id")
 
 
-def page_links(path: str, args: list[tuple[str, str]], offset: int, count: int, total: int) -> list[tuple[str, str]]:
-    kept = [(k, v) for k, v in args if k not in ("_offset", "_count")]
-
-    def url(at: int) -> str:
-        return f"{base_url()}/{path}?" + urlencode([*kept, ("_count", str(count)), ("_offset", str(at))])
-
-    links = [("self", url(offset)), ("first", url(0))]
-    if count and offset + count < total:
-        links.append(("next", url(offset + count)))
-    if count and offset > 0:
-        links.append(("previous", url(max(0, offset - count))))
-    if count and total:
-        links.append(("last", url(((total - 1) // count) * count)))
-    return links
+def page(items: list[T], order: Order[T], path: str, args: list[tuple[str, str]], count: int) -> Page[T]:
+    """:func:`bridge.api.paging.paginate` under ``/fhir/<path>``, a bad position answered 400."""
+    try:
+        return paginate(items, order, f"{base_url()}/{path}", args, count)
+    except SearchError as exc:
+        raise ApiError(400, "value", str(exc), exc.param) from None
 
 
 # -- access: scope, consent, audit ----------------------------------------------------------

@@ -25,15 +25,19 @@ from .fhir_common import (
     fhir_blueprint,
     fhir_response,
     note,
-    page_links,
+    page,
 )
 from .outcome import ApiError
+from .paging import Order
 
 blueprint = fhir_blueprint("fhir_read")
 
 HISTORY_DEFAULT = 100
 #: type-level history looks at the newest versions only; older ones are reached with _since windows
 TYPE_HISTORY_LIMIT = 10_000
+#: history's order: newest first (a type's: then by id, then newest version first)
+INSTANCE_HISTORY_ORDER: Order[StoredVersion] = Order(lambda v: (v.version,), (True,))
+TYPE_HISTORY_ORDER: Order[StoredVersion] = Order(lambda v: (v.last_updated, v.res_id, v.version), (True, False, True))
 
 
 def _http_date(instant: str) -> str:
@@ -117,16 +121,9 @@ def _since() -> str | None:
         raise ApiError(400, "value", str(exc), exc.param) from None
 
 
-def _offset() -> int:
-    try:
-        return non_negative_int("_offset", request.args.get("_offset", "0"), 10**9)
-    except SearchError as exc:
-        raise ApiError(400, "value", str(exc), exc.param) from None
-
-
 def _check_history_params() -> None:
     for name in request.args:
-        if name not in ("_count", "_since", "_format", "_offset"):
+        if name not in ("_count", "_since", "_format", "_offset", "_cursor"):
             raise ApiError(400, "not-supported", f"parameter {name!r} is not supported on _history", name)
 
 
@@ -143,12 +140,10 @@ def instance_history(res_type: str, res_id: str) -> Response:
     access.patients.update(patients)
     _gate(ConsentGate(grant.organization), patients, res_type)
     versions = [v for v in data().history(res_type, res_id) if since is None or v.last_updated >= since]
-    offset = _offset()
-    page = versions[offset : offset + count]
-    access.entities.extend(f"{v.res_type}/{v.res_id}/_history/{v.version}" for v in page)
-    links = page_links(f"{res_type}/{res_id}/_history", list(request.args.items(multi=True)), offset, count,
-                       len(versions))
-    return fhir_response(bundle("history", [Entry(v) for v in page], total=len(versions), links=links))
+    paged = page(versions, INSTANCE_HISTORY_ORDER, f"{res_type}/{res_id}/_history",
+                 list(request.args.items(multi=True)), count)
+    access.entities.extend(f"{v.res_type}/{v.res_id}/_history/{v.version}" for v in paged.items)
+    return fhir_response(bundle("history", [Entry(v) for v in paged.items], total=len(versions), links=paged.links))
 
 
 @blueprint.get("/<res_type>/_history")
@@ -156,18 +151,19 @@ def type_history(res_type: str) -> Response:
     access, grant = begin("history-type", res_type, "r")
     check_type_and_id(res_type)
     _check_history_params()
-    since, count, offset = _since(), _count(HISTORY_DEFAULT), _offset()
+    since, count = _since(), _count(HISTORY_DEFAULT)
     gate = ConsentGate(grant.organization)
     versions = data().type_history(res_type, since, TYPE_HISTORY_LIMIT)
     about = [(v, audit_patients(json.loads(v.content))) for v in versions]
     gate.load(p for _, ps in about for p in ps)
     permitted = [(v, ps) for v, ps in about if all(gate.permits(p, res_type) for p in ps)]
     withheld = len(versions) - len(permitted)
-    for _, ps in permitted[offset : offset + count]:
-        access.patients.update(ps)
-    page = [v for v, _ in permitted[offset : offset + count]]
-    access.entities.extend(f"{v.res_type}/{v.res_id}/_history/{v.version}" for v in page)
+    patients_of = {(v.res_type, v.res_id, v.version): ps for v, ps in permitted}
+    paged = page([v for v, _ in permitted], TYPE_HISTORY_ORDER, f"{res_type}/_history",
+                 list(request.args.items(multi=True)), count)
+    for v in paged.items:
+        access.patients.update(patients_of[(v.res_type, v.res_id, v.version)])
+    access.entities.extend(f"{v.res_type}/{v.res_id}/_history/{v.version}" for v in paged.items)
     if withheld:
         note(f"{withheld} version(s) withheld by consent")
-    links = page_links(f"{res_type}/_history", list(request.args.items(multi=True)), offset, count, len(permitted))
-    return fhir_response(bundle("history", [Entry(v) for v in page], total=len(permitted), links=links))
+    return fhir_response(bundle("history", [Entry(v) for v in paged.items], total=len(permitted), links=paged.links))

@@ -9,6 +9,8 @@ withheld.  ``AuditEvent`` searches need ``patient=`` and follow that patient's c
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Response, request
 
 from ..auth.scopes import allows
@@ -24,11 +26,18 @@ from .fhir_common import (
     fhir_blueprint,
     fhir_response,
     note,
-    page_links,
+    page,
 )
 from .outcome import ApiError
+from .paging import Order
 
 blueprint = fhir_blueprint("fhir_search")
+
+#: a search's order: newest first, then by id
+NEWEST_FIRST: Order[Row] = Order(lambda r: (r.last_updated, r.res_id), (True, False))
+#: $everything's order: the Patient, then by type and id
+COMPARTMENT_ORDER: Order[Row] = Order(lambda r: (int(r.res_type != "Patient"), r.res_type, r.res_id),
+                                      (False, False, False))
 
 EVERYTHING_TYPES = ("Patient", "Consent", *[t for t in PARAMETERS if t not in ("Patient", "Consent", "AuditEvent")])
 
@@ -54,11 +63,12 @@ def search(res_type: str) -> Response:
     rows = data().rows(*search_sql(query))
     gate = ConsentGate(grant.organization)
     if audit_patient:
-        rows = [Row(r.res_type, r.res_id, r.version, audit_patient) for r in rows]
+        rows = [replace(r, patient=audit_patient) for r in rows]
     gate.load(r.patient for r in rows if r.patient)
     permitted = [r for r in rows if gate.permits(r.patient, res_type)]
     withheld = len(rows) - len(permitted)
-    page_rows = permitted[query.offset : query.offset + query.count]
+    paged = page(permitted, NEWEST_FIRST, res_type, args, query.count)
+    page_rows = paged.items
     versions = data().current_versions(page_rows)
     entries = [Entry(v, "match") for v in versions]
     access.patients.update(r.patient for r in page_rows if r.patient)
@@ -70,8 +80,7 @@ def search(res_type: str) -> Response:
     access.entities.extend(f"{e.version.res_type}/{e.version.res_id}/_history/{e.version.version}" for e in entries)
     if withheld:
         note(f"{withheld} match(es) withheld by consent")
-    links = page_links(res_type, args, query.offset, query.count, len(permitted))
-    return fhir_response(bundle("searchset", entries, total=len(permitted), links=links))
+    return fhir_response(bundle("searchset", entries, total=len(permitted), links=paged.links))
 
 
 @blueprint.get("/Patient/<res_id>/$everything")
@@ -81,7 +90,7 @@ def everything(res_id: str) -> Response:
     patient = f"Patient/{res_id}"
     access.patients.add(patient)
     args = list(request.args.items(multi=True))
-    since, types, count, offset = None, None, None, 0
+    since, types, count = None, None, None
     for name, value in args:
         if name == "_since":
             try:
@@ -90,11 +99,11 @@ def everything(res_id: str) -> Response:
                 raise ApiError(400, "value", str(exc), exc.param) from None
         elif name == "_type":
             types = set(value.split(","))
-        elif name in ("_count", "_offset"):
-            if not value.isdigit() or int(value) > (MAX_COUNT if name == "_count" else 10**9):
-                raise ApiError(400, "value", f"{name} must be a non-negative integer", name)
-            count, offset = (int(value), offset) if name == "_count" else (count, int(value))
-        elif name != "_format":
+        elif name == "_count":
+            if not value.isdigit() or int(value) > MAX_COUNT:
+                raise ApiError(400, "value", f"_count must be an integer from 0 to {MAX_COUNT}", name)
+            count = int(value)
+        elif name not in ("_format", "_cursor", "_offset"):
             raise ApiError(400, "not-supported", f"parameter {name!r} is not supported on $everything", name)
     if data().current("Patient", res_id) is None:
         raise ApiError(404, "not-found", f"{patient} is not known", "id")
@@ -106,11 +115,11 @@ def everything(res_id: str) -> Response:
     if readable and not permitted:
         raise ApiError(403, "forbidden", f"consent: {gate.decide(patient, 'Patient').reason}")
     withheld = len(readable) - len(permitted)
-    page_rows = permitted[offset : offset + count] if count is not None else permitted[offset:]
-    versions = data().current_versions(page_rows)
+    paged = page(permitted, COMPARTMENT_ORDER, f"Patient/{res_id}/$everything", args,
+                 count if count is not None else len(permitted) or 1)  # no _count: all of it
+    versions = data().current_versions(paged.items)
     access.entities.extend(f"{v.res_type}/{v.res_id}/_history/{v.version}" for v in versions)
     if withheld:
         note(f"{withheld} resource(s) withheld by consent or scope")
-    links = page_links(f"Patient/{res_id}/$everything", args, offset, count or len(permitted) or 1, len(permitted))
     return fhir_response(bundle("searchset", [Entry(v, "match") for v in versions], total=len(permitted),
-                         links=links))
+                         links=paged.links))
