@@ -65,6 +65,8 @@ def test_events_are_durable_in_the_spool_before_they_are_stored_then_stored_once
 
     in_threads(6, work)
     [path] = _spool_files(services)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700, \
+        "who was read is as private as the records"
     payloads, length, damaged = read_frames(path.read_bytes())
     assert length == path.stat().st_size and not damaged
     assert sorted(json.loads(p)["id"] for p in payloads) == sorted(ids) and len(set(ids)) == 120
