@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -63,10 +64,32 @@ def base_url() -> str:
     return services().config.public_base_url.rstrip("/") + "/fhir"
 
 
+# characters RFC 3986 allows in a URI as they are (a Content-Location built of these needs no quoting)
+_URI = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+
+
+class FhirResponse(Response):
+    """A response whose Content-Location, already a URI (the public base URL, a type, an id and a
+    version), skips werkzeug's IRI-to-URI conversion: splitting, quoting and IDNA-encoding it again
+    took about 7% of a read's CPU."""
+
+    def get_wsgi_headers(self, environ):  # type: ignore[no-untyped-def]
+        location = self.headers.get("Content-Location")
+        if location is None or not _URI.fullmatch(location):
+            return super().get_wsgi_headers(environ)
+        del self.headers["Content-Location"]
+        try:
+            headers = super().get_wsgi_headers(environ)
+        finally:
+            self.headers["Content-Location"] = location
+        headers["Content-Location"] = location
+        return headers
+
+
 def fhir_response(body: bytes | dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     if isinstance(body, dict):
         body = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    response = Response(body, status=status, content_type=f"{FHIR_JSON}; charset=utf-8")
+    response = FhirResponse(body, status=status, content_type=f"{FHIR_JSON}; charset=utf-8")
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response

@@ -18,6 +18,7 @@ from ..store import StoredVersion
 from .fhir_bundle import Entry, bundle
 from .fhir_common import (
     ConsentGate,
+    FhirResponse,
     base_url,
     begin,
     check_type_and_id,
@@ -66,7 +67,7 @@ def _resource_response(version: StoredVersion) -> Response:
                "Content-Location": f"{base_url()}/{version.res_type}/{version.res_id}/_history/{version.version}"}
     matches = [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]
     if etag in matches or f'"{version.version}"' in matches or "*" in matches:
-        response = Response(status=304)
+        response = FhirResponse(status=304)
         for key, value in headers.items():
             response.headers[key] = value
         return response

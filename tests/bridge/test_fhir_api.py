@@ -74,6 +74,10 @@ def test_metadata_is_public_and_describes_search(client):
 def test_read_vread_etag_and_gzip(client, org_a):
     response = client.get("/fhir/Observation/o1", headers=org_a)
     assert response.status_code == 200 and response.headers["ETag"] == 'W/"2"'
+    assert response.headers["Content-Location"] == "http://127.0.0.1:8080/fhir/Observation/o1/_history/2"
+    assert response.headers.getlist("Content-Location") == [response.headers["Content-Location"]]
+    unchanged = client.get("/fhir/Observation/o1", headers={**org_a, "If-None-Match": 'W/"2"'})
+    assert unchanged.headers["Content-Location"].endswith("/Observation/o1/_history/2")
     assert response.get_json(force=True)["valueQuantity"]["value"] == 5.6
     assert client.get("/fhir/Observation/o1", headers={**org_a, "If-None-Match": 'W/"2"'}).status_code == 304
     assert client.get("/fhir/Observation/o1", headers={**org_a, "If-None-Match": 'W/"1"'}).status_code == 200
@@ -276,3 +280,17 @@ def test_audit_events_show_who_read_what(client, services, org_a):
     query = next(x for x in reads[0]["entity"] if x["role"]["code"] == "24")
     assert base64.b64decode(query["query"]).decode() == "/fhir/Observation/o2"
     assert client.get("/fhir/AuditEvent?patient=p2", headers=patient_app).get_json(force=True)["total"] == 0
+
+
+def test_a_content_location_that_is_not_yet_a_uri_is_still_converted():
+    """The fast path of FhirResponse is for URIs only: a public URL with an IDN host or a space still
+    goes through werkzeug's IRI-to-URI conversion."""
+    from bridge.api.fhir_common import FhirResponse
+
+    def sent(location: str) -> str:
+        response = FhirResponse(b"{}", headers={"Content-Location": location})
+        return dict(response.get_wsgi_headers({"SERVER_NAME": "x", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}))[
+            "Content-Location"]
+
+    assert sent("http://h.example/fhir/Patient/p1/_history/1") == "http://h.example/fhir/Patient/p1/_history/1"
+    assert sent("http://bücher.example/fhir/a b") == "http://xn--bcher-kva.example/fhir/a%20b"
