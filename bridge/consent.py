@@ -1,4 +1,4 @@
-"""Patient consent to partner reads: FHIR R4 Consent resources, evaluated per request (no cache).
+"""Patient consent to partner reads: FHIR R4 Consent resources, evaluated at every request.
 
 A Consent counts when ``status`` is ``active`` and ``provision.period`` (if any) covers now, periods
 read as FHIR date ranges (time zones and precision honoured: an ``end`` of ``2026-03-01`` covers
@@ -61,17 +61,17 @@ def _classes(provision: dict) -> frozenset[str] | None:
     return frozenset(found) if found else None
 
 
-def _in_period(provision: dict, now: int) -> bool | None:
-    """Whether the provision's period covers ``now`` (microseconds since the epoch); None when the
+def _span(provision: dict) -> tuple[int, int] | None:
+    """The provision's period as microseconds [low, high) (no period: all time); None when the
     period cannot be read."""
     period = provision.get("period")
     if not period:
-        return True
+        return (-(2**63), 2**63)
     try:
-        span = period_range(period) if isinstance(period, dict) else None
+        found = period_range(period) if isinstance(period, dict) else None
     except DateValueError:
-        span = None
-    return None if span is None else span.low <= now < span.high
+        found = None
+    return None if found is None else (found.low, found.high)
 
 
 def period_problem(provision: dict) -> str | None:
@@ -91,30 +91,60 @@ def period_problem(provision: dict) -> str | None:
     return None
 
 
-def rules_of(consent: dict, now: str | None = None) -> list[Rule]:
-    """The rules of one Consent (empty unless it is active and in its period); pure.  ``now``: a FHIR
-    instant, default the current time."""
-    instant = parse_range(now).low if now else time.time_ns() // 1000  # microseconds, as date ranges are
+@dataclass(frozen=True)
+class _Timed:
+    """A rule with the periods it is bound by: its provision's and every enclosing one's (a period
+    that cannot be read binds nothing, but then the rule is kept only if it denies)."""
+
+    rule: Rule
+    spans: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class CompiledConsent:
+    """What a Consent decides, read once (a stored version never changes); :meth:`rules_at` applies
+    the periods to a moment, so a cached compilation stays right as time passes."""
+
+    timed: tuple[_Timed, ...]
+
+    def rules_at(self, instant: int) -> list[Rule]:
+        """The rules in force at ``instant`` (microseconds since the epoch)."""
+        return [t.rule for t in self.timed if all(low <= instant < high for low, high in t.spans)]
+
+
+def compile_consent(consent: dict) -> CompiledConsent:
+    """Pure: the rules of one Consent with their periods (none unless it is active)."""
     root = consent.get("provision")
     if consent.get("status") != "active" or not isinstance(root, dict):
-        return []
-    rules: list[Rule] = []
+        return CompiledConsent(())
+    timed: list[_Timed] = []
 
-    def walk(provision: dict, actors: frozenset[str] | None, classes: frozenset[str] | None, sure: bool) -> None:
-        covered = _in_period(provision, instant)
-        if covered is False:
-            return  # nor do its nested provisions apply
-        sure = sure and covered is True
+    def walk(provision: dict, actors: frozenset[str] | None, classes: frozenset[str] | None,
+             spans: tuple[tuple[int, int], ...], sure: bool) -> None:
+        span = _span(provision)
+        if span is not None:
+            spans += (span,)  # outside it, neither this provision nor its nested ones apply
+        sure = sure and span is not None
         actors, classes = _actors(provision) or actors, _classes(provision) or classes
         kind = provision.get("type")
         if kind == "deny" or (kind == "permit" and sure):  # an unreadable period permits nothing
-            rules.append(Rule(kind == "permit", actors, classes))
+            timed.append(_Timed(Rule(kind == "permit", actors, classes), spans))
         for nested in provision.get("provision") or []:
             if isinstance(nested, dict):
-                walk(nested, actors, classes, sure)
+                walk(nested, actors, classes, spans, sure)
 
-    walk(root, None, None, True)
-    return rules
+    walk(root, None, None, (), True)
+    return CompiledConsent(tuple(timed))
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1000  # microseconds, as date ranges are
+
+
+def rules_of(consent: dict, now: str | None = None) -> list[Rule]:
+    """The rules of one Consent in force at ``now`` (a FHIR instant, default the current time); pure
+    but for the clock."""
+    return compile_consent(consent).rules_at(parse_range(now).low if now else now_micros())
 
 
 def decide(rules: Iterable[Rule], organization: str, category: str, regime: str) -> Decision:

@@ -26,6 +26,13 @@ class Row:
     last_updated: str = ""  # where a search orders by it
 
 
+@dataclass(frozen=True)
+class ConsentVersion:
+    res_id: str
+    version: int
+    sha256: str  # salted: names this stored version in any database
+
+
 def _version(row: Sequence) -> StoredVersion:
     return StoredVersion(row[0], row[1], int(row[2]), row[3], bytes(row[4]), bytes(row[5]), row[6], int(row[7]),
                          None if row[8] is None else int(row[8]))
@@ -118,6 +125,33 @@ class FhirData:
             params.append(since)
         rows = self.rows(sql + " ORDER BY res_type, res_id", params)
         return sorted(rows, key=lambda r: (r.res_type != "Patient", r.res_type, r.res_id))
+
+    def consent_versions(self, patients: Iterable[str]) -> dict[str, list[ConsentVersion]]:
+        """Each patient's current Consents, named by version (no content: see :meth:`consent_contents`)."""
+        patients = sorted(set(patients))
+        out: dict[str, list[ConsentVersion]] = {p: [] for p in patients}
+        with self.db.transaction() as cur:
+            for chunk in _chunks(patients):
+                cur.execute(
+                    "SELECT c.patient, c.res_id, c.version, v.sha256 FROM resource_current c JOIN resource_versions v "
+                    "ON v.res_type = c.res_type AND v.res_id = c.res_id AND v.version = c.version "
+                    f"WHERE c.res_type = 'Consent' AND c.patient IN ({', '.join('?' * len(chunk))})",
+                    list(chunk),
+                )
+                for patient, res_id, version, sha256 in cur.fetchall():
+                    out[patient].append(ConsentVersion(res_id, int(version), sha256))
+        return out
+
+    def consent_contents(self, versions: Sequence[ConsentVersion]) -> dict[ConsentVersion, dict]:
+        found: dict[ConsentVersion, dict] = {}
+        with self.db.transaction() as cur:
+            for version in versions:
+                cur.execute("SELECT content FROM resource_versions WHERE res_type = 'Consent' AND res_id = ? "
+                            "AND version = ?", (version.res_id, version.version))
+                row = cur.fetchone()
+                if row is not None:
+                    found[version] = json.loads(bytes(row[0]))
+        return found
 
     def consents(self, patients: Iterable[str]) -> dict[str, list[dict]]:
         """Current Consent resources per patient, read fresh (a revocation counts on the next request)."""

@@ -6,6 +6,8 @@ import gzip
 import json
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -14,7 +16,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from ..audit import MINOR_FAILURE, SERIOUS_FAILURE, SUCCESS, Access, record
 from ..audit_spool import AuditSpool, SpoolFolder, spool_directory
 from ..auth.registry import AccessGrant
-from ..consent import Decision, decide, rules_of
+from ..consent import CompiledConsent, Decision, compile_consent, decide, now_micros
 from ..fhir_data import FhirData
 from ..fhir_query import ID_PATTERN, TYPE_PATTERN, SearchError
 from .access import current_grant, require
@@ -134,8 +136,35 @@ def _authorise(access: Access, res_type: str, permission: str) -> AccessGrant:
     return grant
 
 
+class _CompiledConsents:
+    """Consent versions compiled once per process (a stored version never changes; a new version
+    has another hash), least recently used dropped first."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._found: OrderedDict[str, CompiledConsent] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, sha256: str) -> CompiledConsent | None:
+        with self._lock:
+            found = self._found.get(sha256)
+            if found is not None:
+                self._found.move_to_end(sha256)
+            return found
+
+    def put(self, sha256: str, compiled: CompiledConsent) -> None:
+        with self._lock:
+            self._found[sha256] = compiled
+            while len(self._found) > self.size:
+                self._found.popitem(last=False)
+
+
+_COMPILED = _CompiledConsents()
+
+
 class ConsentGate:
-    """Consent decisions for one request's organisation; consents are read once per request."""
+    """Consent decisions for one request's organisation; consents are read once per request (which
+    versions are current is read every time; a version's rules are compiled once per process)."""
 
     def __init__(self, organization: str) -> None:
         self.organization = organization
@@ -144,9 +173,18 @@ class ConsentGate:
 
     def load(self, patients: Iterable[str]) -> None:
         missing = {p for p in patients if p not in self._rules}
-        if missing:
-            for patient, consents in data().consents(missing).items():
-                self._rules[patient] = [rule for c in consents for rule in rules_of(c)]
+        if not missing:
+            return
+        current = data().consent_versions(missing)
+        compiled = {v: _COMPILED.get(v.sha256) for versions in current.values() for v in versions}
+        unknown = [v for v, c in compiled.items() if c is None]
+        contents = data().consent_contents(unknown) if unknown else {}
+        for version in unknown:  # a stored version is never removed: a KeyError here fails closed
+            compiled[version] = compile_consent(contents[version])
+            _COMPILED.put(version.sha256, compiled[version])
+        now = now_micros()
+        self._rules.update({patient: [rule for v in versions for rule in compiled[v].rules_at(now)]
+                            for patient, versions in current.items()})
 
     def decide(self, patient: str | None, category: str) -> Decision:
         if patient is None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+from bridge.api import create_app
 from bridge.cli import main
-from bridge.consent import decide, rules_of, validate_consent
+from bridge.config import load_config
+from bridge.consent import compile_consent, decide, rules_of, validate_consent
+from bridge.fhir_dates import parse_range
+from bridge.services import open_services
 
-from .fhir_support import consent
+from .fhir_support import bearer, consent, observation, patient, put
 
 
 def test_rules_and_decisions():
@@ -82,3 +86,38 @@ def test_a_consent_with_an_unreadable_period_is_refused():
     nested = consent("w", "p1", "org-a")
     nested["provision"]["provision"] = [{"type": "deny", "period": {"start": "2026-05-01", "end": "2026-04-01"}}]
     assert "ends before it starts" in validate_consent(nested)
+
+
+def test_a_compiled_consent_applies_its_periods_at_the_moment_asked():
+    """Compiled once, decided at any moment: the nested deny holds only within its period, and the
+    root permit only within the root's."""
+    c = consent("t", "p1", "org-a")
+    c["provision"]["period"] = {"start": "2026-01-01", "end": "2026-12-31"}
+    c["provision"]["provision"] = [{"type": "deny", "period": {"start": "2026-06-01", "end": "2026-06-30"},
+                                    "class": [{"code": "Observation"}]}]
+    compiled = compile_consent(c)
+
+    def at(when: str, category: str = "Observation") -> bool:
+        return decide(compiled.rules_at(parse_range(when).low), "org-a", category, "opt-in").permitted
+
+    assert not at("2025-12-31T23:59:59Z") and at("2026-01-01T00:00:00Z") and at("2026-05-31T23:59:59Z")
+    assert not at("2026-06-15T12:00:00Z") and at("2026-06-15T12:00:00Z", "Condition")
+    assert at("2026-07-01T00:00:00Z") and not at("2027-01-01T00:00:00Z")
+    assert compiled.rules_at(parse_range("2026-06-15").low) == rules_of(c, now="2026-06-15T00:00:00Z")
+
+
+def test_consents_compiled_in_one_database_never_decide_for_another(tmp_path):
+    """The process-wide cache names a version by its salted hash: the same Consent id and version in
+    two stores (here permit in one, deny in the other) are two entries."""
+    answers = []
+    for name, kind in (("a", "permit"), ("b", "deny")):
+        config = load_config(env={}, data_dir=tmp_path / name, log_origin="test.example/log")
+        services = open_services(config)
+        c = consent("same-id", "p1", "org-a")
+        c["provision"]["type"] = kind
+        put(services, patient("p1", "Diaz", "Ana", "female", "1980-01-01"), c,
+            observation("o1", "p1", "2339-0", "2026-01-01T10:00:00Z"))
+        client = create_app(services=services).test_client()
+        answers.append(client.get("/fhir/Observation/o1", headers=bearer(services, "org-a")).status_code)
+        services.close()
+    assert answers == [200, 403]
