@@ -25,6 +25,7 @@ from typing import Any
 import rfc8785
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode
+_ENCODE_STRING = json.encoder.encode_basestring  # what _ENCODE does with a str, without the method call
 
 # A number token: after ':', '[' or ',' and before ',', ']' or '}' (a string may hold one too; a
 # false match only costs the slow path).  The rule, token by token: :func:`_number_differs`.
@@ -61,6 +62,6 @@ def _number_differs(token: str) -> bool:
 
 def canonical_string(text: str) -> bytes:
     """The JCS bytes of one JSON string (JSON's escapes are JCS's)."""
-    if _CHARACTER_DIFFERS.search(text) is not None:  # a lone surrogate: JCS refuses it
+    if not text.isascii() and _CHARACTER_DIFFERS.search(text) is not None:  # a lone surrogate: JCS refuses it
         return rfc8785.dumps(text)
-    return _ENCODE(text).encode("utf-8")
+    return _ENCODE_STRING(text).encode("utf-8")

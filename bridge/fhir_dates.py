@@ -59,37 +59,41 @@ def parse_range(value: str) -> DateRange:
     found = _VALUE.fullmatch(value) if isinstance(value, str) else None
     if found is None:
         raise _bad(str(value), "expected YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss[.fff]][Z|+hh:mm|-hh:mm]")
-    part = {k: int(v) for k, v in found.groupdict().items() if v is not None and k not in ("fraction", "zone")}
-    year, month, day = part["year"], part.get("month", 1), part.get("day", 1)
+    # the groups as matched (None: not given), read as numbers below
+    year_text, month_text, day_text, hour_text, minute_text, second_text, fraction, zone = found.groups()
+    year = int(year_text)
     if year == 0:
         raise _bad(value, "there is no year 0000")
+    month = 1 if month_text is None else int(month_text)
     if not 1 <= month <= 12:
         raise _bad(value, f"month {month:02d} is not 01-12")
-    days_in_month = calendar.monthrange(year, month)[1]
+    days_in_month = calendar.mdays[month] + (month == 2 and calendar.isleap(year))
+    day = 1 if day_text is None else int(day_text)
     if not 1 <= day <= days_in_month:
         raise _bad(value, f"day {day:02d} is not in {year:04d}-{month:02d}")
-    hour, minute, second = part.get("hour", 0), part.get("minute", 0), part.get("second", 0)
-    if hour > 23 or minute > 59 or second > 60:  # 60: FHIR's pattern allows a leap second
-        raise _bad(value, "time out of range")
-    fraction = found["fraction"] or ""
+    seconds = 0  # into the day
+    if hour_text is not None:  # the minute comes with it
+        hour, minute, second = int(hour_text), int(minute_text), 0 if second_text is None else int(second_text)
+        if hour > 23 or minute > 59 or second > 60:  # 60: FHIR's pattern allows a leap second
+            raise _bad(value, "time out of range")
+        seconds = (hour * 60 + minute) * 60 + second
     offset = 0
-    zone = found["zone"]
     if zone and zone != "Z":
         zone_hours, zone_minutes = int(zone[1:3]), int(zone[4:6])
         if zone_minutes > 59 or zone_hours * 60 + zone_minutes > 14 * 60:
             raise _bad(value, f"time zone {zone} is not within -14:00..+14:00")
         offset = (1 if zone[0] == "+" else -1) * (zone_hours * 60 + zone_minutes) * 60 * MICROS
-    low = ((date(year, month, day).toordinal() - _EPOCH) * DAY + ((hour * 60 + minute) * 60 + second) * MICROS
-           + int(fraction[:6].ljust(6, "0") or 0) - offset)
+    low = (date(year, month, day).toordinal() - _EPOCH) * DAY + seconds * MICROS - offset
     if fraction:
+        low += int(fraction[:6].ljust(6, "0"))
         width = 10 ** max(0, 6 - len(fraction))
-    elif found["second"] is not None:
+    elif second_text is not None:
         width = MICROS
-    elif found["minute"] is not None:
+    elif minute_text is not None:
         width = 60 * MICROS
-    elif found["day"] is not None:
+    elif day_text is not None:
         width = DAY
-    elif found["month"] is not None:
+    elif month_text is not None:
         width = days_in_month * DAY
     else:
         width = (366 if calendar.isleap(year) else 365) * DAY

@@ -137,7 +137,7 @@ def _checked(resource: dict, validate: Callable[[dict], None]) -> CanonicalResou
     known = _VALIDATED.get(key)  # the key covers resourceType and id too
     if known is None:
         validate(resource)
-        known = canonical_resource(resource, template)
+        known = canonical_resource(resource, template, key)
     if len(_VALIDATED) >= VALIDATED_CACHE_SIZE:
         _VALIDATED.clear()
     _VALIDATED[key] = known

@@ -29,6 +29,7 @@ from .fhir_dates import stored_instant
 
 SALT_SIZE = 32
 LATEST_CHUNK = 400  # (type, id) pairs per lookup: 800 parameters, under every SQLite's limit
+LATEST_STEP = 16  # lookups are padded to a multiple of this many pairs (see ResourceStore.latest)
 
 _DDL = {"sqlite": {"blob": "BLOB", "bigint": "INTEGER"}, "postgresql": {"blob": "BYTEA", "bigint": "BIGINT"}}
 
@@ -116,15 +117,16 @@ class CanonicalResource:
             _TIME_BYTES, canonical_string(last_updated))
 
 
-def canonical_resource(resource: dict, template: bytes | None = None) -> CanonicalResource:
+def canonical_resource(resource: dict, template: bytes | None = None, key: str | None = None) -> CanonicalResource:
     """Pure and picklable: what :meth:`ResourceStore.put_canonical` needs, computed anywhere (a
     worker process converting HL7v2 computes it all, so the writer only inserts).  ``template``:
-    :func:`canonical_template` of ``resource``, if the caller has it already."""
+    :func:`canonical_template` of ``resource``, and ``key`` its :func:`content_key_of`, if the
+    caller has them already."""
     res_type, res_id = resource.get("resourceType"), resource.get("id")
     if not isinstance(res_type, str) or not isinstance(res_id, str) or not res_type or not res_id:
         raise IngestError("a resource to store needs resourceType and id: the converter must assign ids")
     template = template if template is not None else canonical_template(resource)
-    key = content_key_of(template)
+    key = key if key is not None else content_key_of(template)
     patient, tokens = search_index.patient_of(resource), tuple(search_index.extract(resource))
     if template.count(_VERSION_BYTES) != 1 or template.count(_TIME_BYTES) != 1:
         return CanonicalResource(res_type, res_id, key, None, resource, patient, tokens)
@@ -223,6 +225,9 @@ class ResourceStore:
         wanted = sorted(set(keys))
         for at in range(0, len(wanted), LATEST_CHUNK):
             chunk = wanted[at : at + LATEST_CHUNK]
+            # padded with its last key to a multiple of LATEST_STEP: a few statement texts, each
+            # prepared once and then found in the connection's cache (a repeated key changes nothing)
+            chunk += chunk[-1:] * (min(LATEST_CHUNK, -(-len(chunk) // LATEST_STEP) * LATEST_STEP) - len(chunk))
             pairs = ", ".join(["(?, ?)"] * len(chunk))
             # from the versions themselves (nothing depends on the search index), by key: each pair
             # seeks the primary key, where an IN over row values would scan the table

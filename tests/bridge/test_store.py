@@ -10,7 +10,7 @@ import pytest
 import rfc8785
 
 from anchoring.log import MerkleLog
-from bridge.store import ResourceStore, leaf_data
+from bridge.store import ResourceStore, canonical_resource, content_key, leaf_data
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Müller", "given": ["Ána"]}], "birthDate": "1970-01-02"}
 
@@ -77,6 +77,29 @@ def test_resource_without_id_is_refused(store: ResourceStore) -> None:
 
     with pytest.raises(IngestError, match="converter must assign ids"):
         put(store, {"resourceType": "Patient"})
+
+
+@pytest.mark.parametrize("count", [1, 15, 16, 17, 399, 400, 401, 833])
+def test_latest_of_any_number_of_keys_is_that_of_each_key(store: ResourceStore, count: int) -> None:
+    """Lookups are padded to a few sizes (with a repeated key) and cut into chunks: each key still
+    gets its own latest version, and a key with none gets nothing."""
+    with store.db.transaction(write=True) as cur:
+        batch = store.batch(cur, {})
+        for n in range(0, 840, 2):  # every other id has versions, 1 to 3 of them
+            for version in range(1 + n % 3):
+                batch.put(canonical_resource({"resourceType": "Observation", "id": f"o{n}", "status": "final",
+                                              "code": {"text": f"v{version}"}}), "2024-01-01T00:00:00.000Z")
+        batch.flush()
+    keys = [("Observation", f"o{n}") for n in range(count)] + [("Observation", "o0")]  # one key twice
+    with store.db.transaction() as cur:
+        found = store.latest(cur, keys)
+    expected = {}
+    for res_type, res_id in set(keys):
+        stored = store.read(res_type, res_id)
+        if stored is not None:
+            expected[(res_type, res_id)] = (stored.version, content_key(stored.resource))
+    assert found == expected
+    assert len(found) == (count + 1) // 2  # the even ids below count
 
 
 def test_latest_seeks_its_keys_whatever_the_size_of_the_store(tmp_path) -> None:
