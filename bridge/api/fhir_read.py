@@ -63,15 +63,14 @@ def _gate(gate: ConsentGate, patients: list[str], category: str) -> None:
 
 def _resource_response(version: StoredVersion) -> Response:
     etag = f'W/"{version.version}"'
-    headers = {"ETag": etag, "Last-Modified": _http_date(version.last_updated),
-               "Content-Location": f"{base_url()}/{version.res_type}/{version.res_id}/_history/{version.version}"}
+    headers = {"ETag": etag, "Last-Modified": _http_date(version.last_updated)}
+    location = f"{base_url()}/{version.res_type}/{version.res_id}/_history/{version.version}"
     matches = [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]
     if etag in matches or f'"{version.version}"' in matches or "*" in matches:
-        response = FhirResponse(status=304)
-        for key, value in headers.items():
-            response.headers[key] = value
+        response = FhirResponse(status=304, headers=headers)
+        response.locate(location)
         return response
-    return fhir_response(version.content, headers=headers)
+    return fhir_response(version.content, headers=headers, location=location)
 
 
 @blueprint.get("/<res_type>/<res_id>")

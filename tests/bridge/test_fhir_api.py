@@ -288,7 +288,8 @@ def test_a_content_location_that_is_not_yet_a_uri_is_still_converted():
     from bridge.api.fhir_common import FhirResponse
 
     def sent(location: str) -> str:
-        response = FhirResponse(b"{}", headers={"Content-Location": location})
+        response = FhirResponse(b"{}")
+        response.locate(location)
         return dict(response.get_wsgi_headers({"SERVER_NAME": "x", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}))[
             "Content-Location"]
 
