@@ -39,7 +39,7 @@ class Config:
     workers: int = 2
     #: threads per gunicorn worker (gthread); concurrent reads of one worker share one durable
     #: AuditEvent append to its spool (group commit), so more threads means fewer fsyncs per request
-    threads: int = 8
+    threads: int = 16
     #: seconds between storing the AuditEvents spooled by the API processes as versions (an
     #: AuditEvent read or search stores them first anyway)
     audit_fold_interval: float = 0.5

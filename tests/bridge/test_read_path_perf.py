@@ -91,7 +91,7 @@ def test_gunicorn_runs_threaded_workers(tmp_path):
     command = _gunicorn_command(load_config(env={"FHIR_BRIDGE_THREADS": "5"}, data_dir=tmp_path))
     assert command[command.index("--worker-class") + 1] == "gthread"
     assert command[command.index("--threads") + 1] == "5"
-    assert load_config(env={}, data_dir=tmp_path).threads == 8
+    assert load_config(env={}, data_dir=tmp_path).threads == 16
     assert "--access-logfile" not in command  # AuditEvents record every /fhir access; the log is opt-in
     logged = _gunicorn_command(load_config(env={"FHIR_BRIDGE_ACCESS_LOG": "true"}, data_dir=tmp_path))
     assert logged[logged.index("--access-logfile") + 1] == "-"
