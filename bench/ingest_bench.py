@@ -118,8 +118,7 @@ def storage_rate(sample: list[bytes], convert, url: str, group: int) -> int:  # 
 
 
 def _worker_pids(pipeline: Pipeline) -> list[int]:
-    pool = pipeline._prepare_many
-    return [w.process.pid for w in getattr(pool, "_all", [])]
+    return getattr(pipeline.prepare_many, "pids", [])  # a PreparePool's; none when converting in-process
 
 
 def main() -> int:
@@ -159,7 +158,7 @@ def main() -> int:
         else:
             pipeline = pipeline_from_config(db, None, args.workers)
         if args.workers:
-            pipeline._prepare_many(sample[:4])  # start the workers before the clock runs
+            pipeline.prepare_many(sample[:4])  # start the workers before the clock runs
 
         ingestor = Ingestor(pipeline.ingest_many, args.group, workers=2 if args.workers else 1).start()
         thread = MllpThread(MllpServer(ingestor, "127.0.0.1", 0)).start()

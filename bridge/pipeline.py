@@ -200,7 +200,7 @@ class Pipeline:
             read_header = parse_header
         self.db, self.convert, self.read_header, self.clock = db, convert, read_header, clock
         self.inbox, self.store = Inbox(db), ResourceStore(db)
-        self._prepare_many = prepare_many
+        self.prepare_many = prepare_many  # groups converted elsewhere (a PreparePool), or None: here
 
     def ensure_schema(self) -> None:
         self.inbox.ensure_schema()
@@ -208,7 +208,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop the worker processes, if any (the database belongs to the caller)."""
-        close = getattr(self._prepare_many, "close", None)
+        close = getattr(self.prepare_many, "close", None)
         if close is not None:
             close()
 
@@ -321,9 +321,9 @@ class Pipeline:
     def _prepare_raws(self, raws: list[bytes]) -> list[Prepared]:
         # A single message goes to the workers too: a round trip costs less than converting it
         # here, where it would hold the interpreter lock the listener and the writes need
-        if self._prepare_many is not None and raws:
+        if self.prepare_many is not None and raws:
             try:
-                return self._prepare_many(raws)
+                return self.prepare_many(raws)
             except Exception as exc:  # a worker process died: convert here rather than fail the group
                 log.error("conversion workers failed (%s); converting in this process", exc)
         return [prepare(raw, self.convert) for raw in raws]

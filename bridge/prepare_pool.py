@@ -129,7 +129,7 @@ class PreparePool:
         self.workers, self._override_dir = workers, override_dir
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()  # None: closed, wake up
         self._all: list[_Worker] = []
         self._closed = False
         for _ in range(workers):
@@ -151,16 +151,29 @@ class PreparePool:
         if not closed:
             self._idle.put(self._start())
 
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (to measure their CPU, or to watch them)."""
+        with self._lock:
+            return [w.process.pid for w in self._all if w.process.pid is not None]
+
     def _take(self, wanted: int) -> list[_Worker]:
-        """One worker (waiting for it), then any other idle ones, up to ``wanted``."""
-        if self._closed:
+        """One worker (waiting for it), then any other idle ones, up to ``wanted``; IngestError once
+        the pool is closed, also for a caller that was waiting when it closed."""
+        first = None if self._closed else self._idle.get()
+        if first is None or self._closed:
+            self._idle.put(None)  # the next waiter wakes up too
             raise IngestError("the conversion workers are stopped")
-        taken = [self._idle.get()]
+        taken = [first]
         while len(taken) < wanted:
             try:
-                taken.append(self._idle.get_nowait())
+                found = self._idle.get_nowait()
             except queue.Empty:
                 break
+            if found is None:
+                self._idle.put(None)
+                break
+            taken.append(found)
         return taken
 
     def __call__(self, raws: Sequence[bytes]) -> list[Prepared]:
@@ -186,7 +199,12 @@ class PreparePool:
                     broken.append(worker)
                     failure = failure or exc
             while waiting:  # every slice sent is read, as it comes, before its worker is used again
-                for conn in wait(list(waiting)):
+                try:
+                    ready = wait(list(waiting))
+                except (OSError, ValueError) as exc:  # a pipe closed under us: the pool is closing
+                    failure = failure or exc
+                    break
+                for conn in ready:
                     worker = waiting.pop(conn)
                     try:
                         answered[worker] = _decode(conn.recv_bytes())
@@ -214,5 +232,6 @@ class PreparePool:
             self._closed = True
             workers = list(self._all)
             self._all.clear()
+        self._idle.put(None)  # wakes a caller waiting for an idle worker
         for worker in workers:
             worker.stop()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import marshal
+import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -59,14 +61,14 @@ def test_the_workers_answer_as_this_process_would(pool: PreparePool, adt: bytes)
 
 def test_a_worker_that_dies_is_replaced_and_the_call_fails(pool: PreparePool, adt: bytes) -> None:
     good = variants(adt, 4, "DIE")
-    before = {w.process.pid for w in pool._all}
+    before = set(pool.pids)
     victim = pool._all[0]
     victim.process.kill()
     victim.process.join(5)
     with pytest.raises(IngestError, match="conversion workers failed"):
         for _ in range(2):  # the dead worker may be the idle one taken second
             pool(good)
-    after = {w.process.pid for w in pool._all}
+    after = set(pool.pids)
     assert victim.process.pid not in after and len(after) == 2 and after != before
     for a, b in zip(pool(good), _in_process(good), strict=True):  # the new worker answers
         _same(a, b)
@@ -94,12 +96,42 @@ def test_what_crosses_is_plain_data_and_pickle_only_when_marshal_cannot() -> Non
 def test_the_pipeline_converts_in_process_when_the_workers_fail(adt: bytes, tmp_path: Path) -> None:
     with open_pipeline(f"sqlite:///{tmp_path / 'f.db'}", workers=1) as (pipeline, _):
         good = variants(adt, 4, "FALL")
-        worker = pipeline._prepare_many._all[0]
+        worker = pipeline.prepare_many._all[0]
         worker.process.kill()
         worker.process.join(5)
         outcomes = pipeline.ingest_many([Incoming(m) for m in good[:2]])
         assert [o.status for o in outcomes] == ["stored", "stored"]
-        assert pipeline._prepare_many._all[0] is not worker  # replaced for the next group
+        assert pipeline.prepare_many._all[0] is not worker  # replaced for the next group
         assert [o.status for o in pipeline.ingest_many([Incoming(m) for m in good[2:]])] == ["stored", "stored"]
     with pytest.raises(IngestError, match="stopped"):
-        pipeline._prepare_many(good[:1])
+        pipeline.prepare_many(good[:1])
+
+
+def test_a_caller_waiting_for_a_worker_when_the_pool_closes_is_told(adt: bytes) -> None:
+    """One worker, busy with a long group; a second caller waits for it; closing the pool answers
+    both with IngestError instead of leaving the second waiting for ever."""
+    pool = PreparePool(1)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def call(name: str, raws: list[bytes]) -> None:
+        try:
+            pool(raws)
+            outcomes[name] = None
+        except BaseException as exc:  # noqa: BLE001 - what the caller got is the assertion
+            outcomes[name] = exc
+
+    busy = threading.Thread(target=call, args=("busy", variants(adt, 3000, "LONG")))
+    busy.start()
+    while pool._idle.qsize():  # the only worker is taken
+        time.sleep(0.01)
+    waiting = threading.Thread(target=call, args=("waiting", [adt]))
+    waiting.start()
+    waiting.join(0.2)
+    assert waiting.is_alive(), "it waits for the busy worker"
+    pool.close()
+    waiting.join(10)
+    busy.join(30)
+    assert not waiting.is_alive() and isinstance(outcomes["waiting"], IngestError)
+    assert not busy.is_alive() and isinstance(outcomes["busy"], IngestError)
+    with pytest.raises(IngestError, match="stopped"):
+        pool([adt])
