@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from anchoring.db import Database
 from bridge.config import Config
+from bridge.id_key import resource_id_key_file
 from bridge.pipeline import Pipeline, pipeline_from_config
 
 from .files.watcher import FileInbox
@@ -46,7 +47,8 @@ def start_listeners(config: Config, db: Database, mllp_port: int | None = None, 
     """
     from bridge.hl7.parser import split_batch
 
-    pipeline = pipeline_from_config(db, config.mapping_override_dir, config.ingest_workers)
+    pipeline = pipeline_from_config(db, config.mapping_override_dir, config.ingest_workers,
+                                    resource_id_key_file(db, config.resolved_resource_id_key_file))
     recovered = pipeline.recover()
     if recovered:
         log.warning("finished %d message(s) kept but not converted before the last stop", len(recovered))

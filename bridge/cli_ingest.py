@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import BridgeError, IngestError
+from .id_key import resource_id_key_file
 from .inbox import ERROR, STATUSES, STORED
 from .pipeline import Incoming, Outcome, Pipeline, pipeline_from_config
 from .services import Services, open_services
@@ -30,7 +31,8 @@ def _line(value: dict) -> None:
 def _open(config: Config) -> tuple[Services, Pipeline]:
     services = open_services(config)
     try:
-        return services, pipeline_from_config(services.db, config.mapping_override_dir)
+        id_key_file = resource_id_key_file(services.db, config.resolved_resource_id_key_file)
+        return services, pipeline_from_config(services.db, config.mapping_override_dir, id_key_file=id_key_file)
     except BaseException:
         services.close()
         raise

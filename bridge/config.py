@@ -30,6 +30,9 @@ class Config:
     log_origin: str = "fhir-bridge.localhost/log"
     #: Ed25519 signer key file (C2SP signer key string), created by `fhir-bridge keygen`
     key_file: Path = Path("log-signing.key")
+    #: secret key the ids of converted HL7v2 resources are made with (created with a new store;
+    #: bridge.id_key): back it up with the database, as the signing key
+    resource_id_key_file: Path = Path("resource-id.key")
     #: HTTP API bind address and port
     host: str = "127.0.0.1"
     port: int = 8080
@@ -112,6 +115,11 @@ class Config:
     @property
     def resolved_key_file(self) -> Path:
         return self.key_file if self.key_file.is_absolute() else self.data_dir / self.key_file
+
+    @property
+    def resolved_resource_id_key_file(self) -> Path:
+        path = self.resource_id_key_file
+        return path if path.is_absolute() else self.data_dir / path
 
     @property
     def resolved_anchor_journal(self) -> Path:

@@ -19,6 +19,7 @@ import marshal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from anchoring.db import Cursor, Database
 
@@ -419,21 +420,25 @@ def _outcome_from_row(row: InboxMessage, header: MessageHeader, readable: bool) 
     return Outcome(row.id, header, readable, row.status, row.error, True, list(row.versions), list(row.unmapped))
 
 
-def pipeline_from_config(db: Database, mapping_override_dir: str | None = None, workers: int = 0) -> Pipeline:
+def pipeline_from_config(db: Database, mapping_override_dir: str | None = None, workers: int = 0,
+                         id_key_file: Path | None = None) -> Pipeline:
     """The pipeline with the real conversion engine and the mappings (plus a site's overrides);
-    ``workers`` > 0 converts and validates in that many worker processes."""
+    ``workers`` > 0 converts and validates in that many worker processes; ``id_key_file``: the
+    store's resource-id key (:func:`bridge.id_key.resource_id_key_file`), None for unkeyed ids."""
     from .convert import convert, load_mappings
+    from .id_key import read_id_key
 
     mappings = load_mappings(mapping_override_dir or None)
+    id_key = read_id_key(id_key_file) if id_key_file else None
 
     def run(raw: bytes) -> Conversion:
-        return convert(raw, mappings)
+        return convert(raw, mappings, id_key)
 
     pool = None
     if workers > 0:
         from .prepare_pool import PreparePool
 
-        pool = PreparePool(workers, mapping_override_dir)
+        pool = PreparePool(workers, mapping_override_dir, id_key_file)  # each worker reads the key itself
     pipeline = Pipeline(db, run, prepare_many=pool)
     pipeline.ensure_schema()
     return pipeline

@@ -27,6 +27,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, IngestError
@@ -72,14 +73,17 @@ def _decode(data: bytes) -> list:
     raise IngestError(f"a conversion worker answered {bytes(data[:16])!r}")
 
 
-def _serve(conn: Any, override_dir: str | None) -> None:
-    """A worker's life: load the mappings, then answer each list of raw messages until the pipe closes."""
+def _serve(conn: Any, override_dir: str | None, id_key_file: Path | None) -> None:
+    """A worker's life: load the mappings (and the resource-id key, from its file: the key itself is
+    not sent), then answer each list of raw messages until the pipe closes."""
     from .convert import convert, load_mappings
+    from .id_key import read_id_key
 
     mappings = load_mappings(override_dir or None)
+    id_key = read_id_key(id_key_file) if id_key_file else None
 
     def run(raw: bytes) -> Conversion:
-        return convert(raw, mappings)
+        return convert(raw, mappings, id_key)
 
     # The mappings and the models are kept for the worker's life: frozen out of the collector's
     # sight, no collection walks them again; and a message allocates many short-lived dicts and
@@ -105,10 +109,10 @@ def _serve(conn: Any, override_dir: str | None) -> None:
 
 
 class _Worker:
-    def __init__(self, context: Any, override_dir: str | None) -> None:
+    def __init__(self, context: Any, override_dir: str | None, id_key_file: Path | None) -> None:
         self.conn, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=_serve, args=(child, override_dir), name="fhir-bridge-prepare",
-                                       daemon=True)
+        self.process = context.Process(target=_serve, args=(child, override_dir, id_key_file),
+                                       name="fhir-bridge-prepare", daemon=True)
         self.process.start()
         child.close()  # the child's end lives in the child: EOF reaches us if it dies
 
@@ -123,10 +127,10 @@ class _Worker:
 class PreparePool:
     """``workers`` processes converting and validating; call it with a group of raw messages."""
 
-    def __init__(self, workers: int, override_dir: str | None = None) -> None:
+    def __init__(self, workers: int, override_dir: str | None = None, id_key_file: Path | None = None) -> None:
         if workers < 1:
             raise ConfigError(f"ingest_workers is {workers}: a pool of conversion workers needs at least one")
-        self.workers, self._override_dir = workers, override_dir
+        self.workers, self._override_dir, self._id_key_file = workers, override_dir, id_key_file
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()  # None: closed, wake up
@@ -136,7 +140,7 @@ class PreparePool:
             self._idle.put(self._start())
 
     def _start(self) -> _Worker:
-        worker = _Worker(self._context, self._override_dir)
+        worker = _Worker(self._context, self._override_dir, self._id_key_file)
         with self._lock:
             self._all.append(worker)
         return worker

@@ -150,8 +150,9 @@ def find_message_rule(header: MessageHeader, mappings: Mappings) -> tuple[str, d
     return name, mappings.messages[name]
 
 
-def convert(raw: bytes, mappings: Mappings) -> Conversion:
-    """Convert one HL7v2 message to FHIR R4 resources (JSON dicts with deterministic ids).
+def convert(raw: bytes, mappings: Mappings, id_key: bytes | None = None) -> Conversion:
+    """Convert one HL7v2 message to FHIR R4 resources (JSON dicts with deterministic ids, keyed with
+    the store's ``id_key`` when it has one: :mod:`bridge.convert.ids`).
 
     Raises HL7Error when the message cannot be parsed, its type or version is not supported, a
     required segment or field is missing or a required value is malformed.
@@ -213,5 +214,5 @@ def convert(raw: bytes, mappings: Mappings) -> Conversion:
             record.dirty = True
     _drop_incomplete(build, plan.requires)
     # assign_ids prunes as it resolves references: no empty element is left
-    resources = assign_ids([r for r in build.records if not r.dropped], header, plan.ids)
+    resources = assign_ids([r for r in build.records if not r.dropped], header, plan.ids, id_key)
     return Conversion(header=header, resources=resources, unmapped=build.unmapped, warnings=build.warnings)

@@ -1,6 +1,9 @@
 """Deterministic resource ids.
 
-id = UUID-formatted first 16 bytes of SHA-256("fhir-bridge/v1|<resourceType>|<key>").
+id = UUID-formatted first 16 bytes of HMAC-SHA-256(site key, "fhir-bridge/v1|<resourceType>|<key>")
+with the store's resource-id key (:mod:`bridge.id_key`), or of SHA-256 of the same text without one
+(stores made before keyed ids).  Keyed, an id cannot be computed from an identifier by anyone
+without the key, so a partner cannot learn from an id whether the hospital holds a record.
 
 The key is the first alternative in ``settings.ids[<resourceType>]`` (or the segment rule's ``id``)
 whose paths all have values in the converted resource:
@@ -20,6 +23,7 @@ message's position: sending facility, control id (MSH-10), segment and rule.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from functools import lru_cache
 from typing import Any
@@ -42,8 +46,9 @@ class Ref:
         return f"Ref({self.record.type})"
 
 
-def make_id(resource_type: str, key: str) -> str:
-    h = hashlib.sha256(f"{NAMESPACE}|{resource_type}|{key}".encode()).hexdigest()
+def make_id(resource_type: str, key: str, secret: bytes | None = None) -> str:
+    text = f"{NAMESPACE}|{resource_type}|{key}".encode()
+    h = (hmac.new(secret, text, hashlib.sha256) if secret else hashlib.sha256(text)).hexdigest()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"  # str(uuid.UUID(bytes=digest[:16]))
 
 
@@ -89,9 +94,9 @@ def _key_path(path: str) -> tuple[str, str, Getter | None, bool]:
     return name, "", getter(path), path.split(".")[-1] == "identifier"
 
 
-def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[dict]:
-    """Give every record its id, turn references into FHIR references, leave out empty elements
-    (FHIR forbids them) and merge duplicates."""
+def assign_ids(records: list, header: MessageHeader, id_settings: dict, secret: bytes | None = None) -> list[dict]:
+    """Give every record its id (keyed with ``secret``, if given), turn references into FHIR
+    references, leave out empty elements (FHIR forbids them) and merge duplicates."""
     facility = header.sending_facility
 
     def resolve(value: Any) -> Any:
@@ -195,7 +200,8 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
         known = record.id
         if known is not None:
             if known is _BUSY:  # a cycle in key references: fall back to the position
-                return make_id(record.type, f"msg|{facility}|{header.control_id}|{record.position}|{record.rule}")
+                return make_id(record.type, f"msg|{facility}|{header.control_id}|{record.position}|{record.rule}",
+                               secret)
             return known
         record.id = _BUSY
         key = ""
@@ -206,7 +212,7 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
                 break
         if not key:
             key = f"msg|{facility}|{header.control_id}|{record.position}|{record.rule}"
-        record.id = make_id(record.type, key)
+        record.id = make_id(record.type, key, secret)
         return record.id
 
     for record in records:
@@ -215,7 +221,7 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict) -> list[
     for record in records:  # two segments that key alike are still two resources (two OBX, same code)
         if not record.child:
             if (record.type, record.id) in seen:
-                record.id = make_id(record.type, f"{record.id}|{record.position}")
+                record.id = make_id(record.type, f"{record.id}|{record.position}", secret)
             seen.add((record.type, record.id))
     merged: dict[tuple[str, str], dict] = {}
     for record in records:
