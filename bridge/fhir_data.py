@@ -155,19 +155,9 @@ class FhirData:
 
     def consents(self, patients: Iterable[str]) -> dict[str, list[dict]]:
         """Current Consent resources per patient, read fresh (a revocation counts on the next request)."""
-        patients = sorted(set(patients))
-        out: dict[str, list[dict]] = {p: [] for p in patients}
-        with self.db.transaction() as cur:
-            for chunk in _chunks(patients):
-                cur.execute(
-                    "SELECT c.patient, v.content FROM resource_current c JOIN resource_versions v "
-                    "ON v.res_type = c.res_type AND v.res_id = c.res_id AND v.version = c.version "
-                    f"WHERE c.res_type = 'Consent' AND c.patient IN ({', '.join('?' * len(chunk))})",
-                    list(chunk),
-                )
-                for patient, content in cur.fetchall():
-                    out[patient].append(json.loads(bytes(content)))
-        return out
+        current = self.consent_versions(patients)
+        contents = self.consent_contents([v for versions in current.values() for v in versions])
+        return {patient: [contents[v] for v in versions] for patient, versions in current.items()}
 
     # -- proofs ------------------------------------------------------------------------------
 
