@@ -147,10 +147,13 @@ class AuditSpool:
             return self._fd
         self._fd = None  # inherited through fork: the parent's, not ours
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
-        path = self.directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        path = self.directory / f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
+        # Made and locked under another name, then renamed: a folder never sees the file unlocked
+        # (it would take it for a finished one, and delete it).
+        making = path.with_name(path.name + ".new")
+        fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(making, path)
         _sync_directory(self.directory)  # the file's name is as durable as what is written in it
         self._fd, self._owner, self._size, self.path = fd, os.getpid(), 0, path
         return fd
@@ -180,7 +183,11 @@ class SpoolFolder:
     def fold(self) -> int:
         """Store every complete record of every spool file; returns how many events were new."""
         with self._lock:
-            names = sorted(p.name for p in self.directory.glob("*" + SUFFIX)) if self.directory.is_dir() else []
+            if not self.directory.is_dir():
+                return 0
+            for making in self.directory.glob(f"*{SUFFIX}.new"):  # a process died while making it
+                _remove_if_let_go(making)
+            names = sorted(p.name for p in self.directory.glob("*" + SUFFIX))
             for gone in set(self._folded) - set(names):
                 del self._folded[gone]
             return sum(self._fold_file(self.directory / name) for name in names)
@@ -206,18 +213,29 @@ class SpoolFolder:
             stored = self._store(path.name, payloads)
             self._folded[path.name] = start + length
             if finished:
-                if damaged or length < len(data):
-                    log.warning("audit spool %s: %d bytes at its end are not a whole record (its process "
-                                "stopped while writing them; that request was not answered)", path.name,
-                                len(data) - length)
-                path.unlink(missing_ok=True)
-                self._folded.pop(path.name, None)
+                self._finish(path, damaged, len(data) - length)
             elif damaged:
                 log.error("audit spool %s: damaged record at byte %d; the rest of the file waits",
                           path.name, start + length)
             return stored
         finally:
             os.close(fd)
+
+    def _finish(self, path: Path, damaged: bool, left: int) -> None:
+        """A file whose process has let go, everything readable in it stored: deleted, unless a
+        record fails its CRC (what follows it cannot be read safely), then kept aside for an
+        operator; an incomplete last record is what a process killed inside write() leaves."""
+        self._folded.pop(path.name, None)
+        if damaged:
+            aside = path.with_name(path.name + ".damaged")
+            path.rename(aside)
+            log.error("audit spool %s: a damaged record with %d bytes after it; kept as %s for inspection",
+                      path.name, left, aside.name)
+            return
+        if left:
+            log.warning("audit spool %s: %d bytes at its end are not a whole record (its process stopped "
+                        "while writing them; that request was not answered)", path.name, left)
+        path.unlink(missing_ok=True)
 
     def _store(self, name: str, payloads: list[bytes]) -> int:
         stored = 0
@@ -236,6 +254,21 @@ class SpoolFolder:
                 self.store.put_new(cur, new)
             stored += len(new)
         return stored
+
+
+def _remove_if_let_go(path: Path) -> None:
+    """Delete a file no process holds the lock of (nothing is written to a file before it is renamed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink(missing_ok=True)
+    except BlockingIOError:  # being made right now
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_all(fd: int) -> bytes:

@@ -214,3 +214,22 @@ def test_an_audit_search_that_cannot_bring_the_trail_up_to_date_says_so(services
     response = client.get("/fhir/AuditEvent?patient=p1", headers=bearer(services, "org-patient-app", "system/*.rs"))
     assert response.status_code == 503
     assert "AuditEvents could not be stored" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_a_damaged_record_of_a_dead_process_keeps_its_file_aside(services, caplog):
+    """A record failing its CRC with more after it: what precedes it is stored, the file is kept as
+    .damaged for an operator rather than deleted; a file left half made is removed."""
+    data, spool = audit_spool(services)
+    ids = [record(spool, _access(), "0", "HTTP 200", "test") for _ in range(2)]
+    path = spool.path
+    spool.close()
+    raw = bytearray(path.read_bytes())
+    first = len(frame(read_frames(bytes(raw))[0][0]))
+    raw[first + 10] ^= 0xFF  # inside the second record
+    path.write_bytes(bytes(raw))
+    (path.parent / "1-2-dead.spool.new").write_bytes(b"")  # a process died between making and naming it
+    folder = SpoolFolder(spool.directory, services.db, data.store)
+    assert folder.fold() == 1 and _stored_ids(services) == ids[:1]
+    assert not path.exists() and path.with_name(path.name + ".damaged").exists()
+    assert "kept as" in caplog.text
+    assert list(path.parent.glob("*.new")) == []
