@@ -164,6 +164,20 @@ class AuditSpool:
         self._fd, self.path = None, None
 
 
+def spool_state(directory: Path) -> dict[str, int]:
+    """What ``/health`` shows: spool files, their bytes (stored events included: a file goes once its
+    process has moved on after ROTATE_BYTES) and files kept aside as damaged.  More bytes than the
+    API processes times ROTATE_BYTES, or any damaged file, means the store job is behind or failing."""
+    files = size = damaged = 0
+    if directory.is_dir():
+        for entry in os.scandir(directory):
+            if entry.name.endswith(SUFFIX):
+                files, size = files + 1, size + entry.stat().st_size
+            elif entry.name.endswith(SUFFIX + ".damaged"):
+                damaged += 1
+    return {"files": files, "bytes": size, "damaged": damaged}
+
+
 def _sync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from ..audit_spool import spool_directory, spool_state
 from .context import services
 from .outcome import operation_outcome
 
@@ -28,5 +29,6 @@ def health():  # type: ignore[no-untyped-def]
                 "queued": queued,
                 "checkpoint_size": latest.checkpoint.size if latest else None,
             },
+            "audit_spool": spool_state(spool_directory(services().config.data_dir)),
         }
     )

@@ -107,3 +107,7 @@ def test_health_reports_the_log(client, services, signer):
     body = client.get("/health").get_json()
     assert body["status"] == "ok"
     assert body["log"] == {"origin": "test.example/log", "size": 2, "queued": 0, "checkpoint_size": 2}
+    assert body["audit_spool"] == {"files": 0, "bytes": 0, "damaged": 0}
+    client.get("/fhir/Patient/p1")  # refused (no token), and audited: one record in this process's spool
+    spool = client.get("/health").get_json()["audit_spool"]
+    assert spool["files"] == 1 and spool["bytes"] > 100 and spool["damaged"] == 0

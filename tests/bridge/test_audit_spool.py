@@ -15,7 +15,7 @@ import pytest
 
 from bridge.api import create_app
 from bridge.audit import Access, record
-from bridge.audit_spool import SUFFIX, AuditSpool, SpoolFolder, frame, read_frames, spool_directory
+from bridge.audit_spool import SUFFIX, AuditSpool, SpoolFolder, frame, read_frames, spool_directory, spool_state
 from bridge.services import open_services
 
 from .fhir_support import audit_spool, bearer, consent, in_threads, observation, patient, put
@@ -232,4 +232,5 @@ def test_a_damaged_record_of_a_dead_process_keeps_its_file_aside(services, caplo
     assert folder.fold() == 1 and _stored_ids(services) == ids[:1]
     assert not path.exists() and path.with_name(path.name + ".damaged").exists()
     assert "kept as" in caplog.text
+    assert spool_state(spool.directory) == {"files": 0, "bytes": 0, "damaged": 1}, "what /health shows"
     assert list(path.parent.glob("*.new")) == []
