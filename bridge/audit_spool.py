@@ -30,7 +30,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anchoring.db import Database
+from anchoring.db import Cursor, Database
 
 from .audit import prepare
 from .store import ResourceStore, new_version
@@ -255,19 +255,26 @@ class SpoolFolder:
         stored = 0
         for at in range(0, len(payloads), _FOLD_CHUNK):
             events = [json.loads(p) for p in payloads[at : at + _FOLD_CHUNK]]
-            versions = [new_version(e, prepare(e), e["recorded"]) for e in events]  # outside the lock
-            with self.db.transaction(write=True) as cur:
+            # What another folder stored is not made again (a new process reads other files from 0).
+            with self.db.transaction() as cur:
+                present = self._present(cur, [e["id"] for e in events])
+            versions = [new_version(e, prepare(e), e["recorded"]) for e in events if e["id"] not in present]
+            if not versions:
+                continue
+            with self.db.transaction(write=True) as cur:  # the versions were made outside the lock
                 if self.db.dialect == "postgresql":  # folders of one file take turns
                     self.store.lock(cur, [("AuditSpool", name)])
-                ids = [v.res_id for v in versions]
-                marks = ", ".join("?" * len(ids))
-                cur.execute(f"SELECT res_id FROM resource_current WHERE res_type = 'AuditEvent' "
-                            f"AND res_id IN ({marks})", ids)
-                present = {row[0] for row in cur.fetchall()}
+                present = self._present(cur, [v.res_id for v in versions])
                 new = [v for v in versions if v.res_id not in present]
                 self.store.put_new(cur, new)
             stored += len(new)
         return stored
+
+    @staticmethod
+    def _present(cur: Cursor, ids: list[str]) -> set[str]:
+        cur.execute(f"SELECT res_id FROM resource_current WHERE res_type = 'AuditEvent' "
+                    f"AND res_id IN ({', '.join('?' * len(ids))})", ids)
+        return {row[0] for row in cur.fetchall()}
 
 
 def _remove_if_let_go(path: Path) -> None:
