@@ -76,7 +76,9 @@ class Registry:
 
     def add_client(self, organization: str, jwks_text: str, scopes: list[str], client_id: str | None = None) -> Client:
         jwks = load_jwks(jwks_text)
-        client = Client(client_id or secrets.token_urlsafe(16), organization, jwks, scopes)
+        # hex: a generated id is typed as a command argument (`clients remove ID`), and one starting
+        # with "-", as a URL-safe token may, would read as an option
+        client = Client(client_id or secrets.token_hex(16), organization, jwks, scopes)
         with self.db.transaction(write=True) as cur:
             cur.execute("SELECT 1 FROM auth_clients WHERE client_id = ?", (client.client_id,))
             if cur.fetchone():

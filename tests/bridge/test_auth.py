@@ -187,6 +187,9 @@ def test_clients_cli_add_list_remove(tmp_path, monkeypatch, capsys, database_url
     (tmp_path / "jwks.json").write_text(json.dumps(jwks))
     assert main(["clients", "add", "--jwks", str(tmp_path / "jwks.json"), "--org", "org-x", "--scopes", "system/Patient.read"]) == 0
     client_id = json.loads(capsys.readouterr().out)["client_id"]
+    # generated ids are hex, so `clients remove ID` never reads one as an option (a URL-safe token
+    # starts with "-" once in 64)
+    assert len(client_id) == 32 and int(client_id, 16) >= 0
     main(["clients", "list"])
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [c["client_id"] for c in listed] == [client_id] and listed[0]["key_ids"] == ["ES384-key"]
