@@ -145,7 +145,9 @@ class AuditSpool:
     def _file(self) -> int:
         if self._fd is not None and self._owner == os.getpid():
             return self._fd
-        self._fd = None  # inherited through fork: the parent's, not ours
+        if self._fd is not None:  # inherited through fork: the parent's file; our copy would keep its
+            os.close(self._fd)  # lock held after the parent exits (the parent's own copy keeps it)
+        self._fd = None
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
         # Made and locked under another name, then renamed: a folder never sees the file unlocked

@@ -117,14 +117,13 @@ class FhirData:
             return [Row(r[0], r[1], int(r[2]), r[3], *r[4:5]) for r in cur.fetchall()]
 
     def compartment(self, patient: str, since: str | None) -> list[Row]:
-        """Every current resource in the patient's compartment (the Patient first)."""
+        """Every current resource in the patient's compartment, unordered ($everything sorts its pages)."""
         sql = "SELECT res_type, res_id, version, patient FROM resource_current WHERE patient = ?"
         params: list = [patient]
         if since:
             sql += " AND last_updated >= ?"
             params.append(since)
-        rows = self.rows(sql + " ORDER BY res_type, res_id", params)
-        return sorted(rows, key=lambda r: (r.res_type != "Patient", r.res_type, r.res_id))
+        return self.rows(sql, params)
 
     def consent_versions(self, patients: Iterable[str]) -> dict[str, list[ConsentVersion]]:
         """Each patient's current Consents, named by version (no content: see :meth:`consent_contents`)."""
