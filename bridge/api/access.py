@@ -27,8 +27,9 @@ def current_grant() -> AccessGrant:
     return grant
 
 
-def require(resource_type: str, permission: str = "r") -> AccessGrant:
-    grant = current_grant()
+def require(resource_type: str, permission: str = "r", grant: AccessGrant | None = None) -> AccessGrant:
+    """The caller's grant (``grant`` if the caller already has it) if its scopes allow ``permission``."""
+    grant = grant or current_grant()
     if not allows(grant.scopes, resource_type, permission):
         raise ApiError(403, "forbidden", f"the token's scopes do not allow {permission} on {resource_type}")
     return grant

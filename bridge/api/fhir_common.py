@@ -138,8 +138,7 @@ def begin(interaction: str, res_type: str, permission: str) -> tuple[Access, Acc
 def _authorise(access: Access, res_type: str, permission: str) -> AccessGrant:
     grant = current_grant()
     access.organization, access.client_id = grant.organization, grant.client_id
-    require(res_type, permission)
-    return grant
+    return require(res_type, permission, grant)
 
 
 class _CompiledConsents:

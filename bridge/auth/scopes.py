@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _SCOPE = re.compile(r"^system/(?P<type>\*|[A-Z][A-Za-z]+)\.(?P<perm>read|write|\*|[cruds]+)$")
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
@@ -23,6 +24,7 @@ class Scope:
         return self.resource_type in ("*", resource_type) and permission in self.permissions
 
 
+@lru_cache(maxsize=1024)  # a client's few scope strings are checked on every request; Scope is frozen
 def parse_scope(text: str) -> Scope | None:
     """A system scope, or None for anything else (launch, openid, patient/..., user/...)."""
     match = _SCOPE.match(text)

@@ -14,8 +14,17 @@ from pathlib import Path
 import pytest
 
 from bridge.api import create_app
-from bridge.audit import Access, record
-from bridge.audit_spool import SUFFIX, AuditSpool, SpoolFolder, frame, read_frames, spool_directory, spool_state
+from bridge.audit import Access, audit_event, event_from_record, record
+from bridge.audit_spool import (
+    PREALLOCATE_BYTES,
+    SUFFIX,
+    AuditSpool,
+    SpoolFolder,
+    frame,
+    read_frames,
+    spool_directory,
+    spool_state,
+)
 from bridge.services import open_services
 
 from .fhir_support import audit_spool, bearer, consent, in_threads, observation, patient, put
@@ -55,6 +64,27 @@ def test_read_frames_stops_before_an_incomplete_or_damaged_record():
     assert read_frames(b"") == ([], 0, False)
 
 
+def test_read_frames_in_space_written_ahead_with_zeros():
+    one, two = frame(b'{"a":1}'), frame(b'{"b":2}')
+    zeros = bytes(64)
+    assert read_frames(one + two + zeros) == ([b'{"a":1}', b'{"b":2}'], len(one + two), False)
+    assert read_frames(zeros) == ([], 0, False)
+    for cut in (3, 9, len(two) - 1):  # a write cut short inside the header or the payload
+        assert read_frames(one + two[:cut] + zeros) == ([b'{"a":1}'], len(one), False), cut
+    flipped = two[:-2] + bytes([two[-2] ^ 1]) + two[-1:]
+    assert read_frames(one + flipped + zeros) == ([b'{"a":1}'], len(one), True), "all its bytes there: damage"
+    assert read_frames(one + bytes(8) + two + zeros)[2], "records after zeroed bytes: damage"
+    assert read_frames(one + two[:-3] + b"\0" + two[-2:] + zeros)[2], "a NUL inside JSON: damage"
+
+
+def _records_then_zeros(path: Path) -> list[bytes]:
+    """The records of a spool file, checked to be followed by zeros only."""
+    raw = path.read_bytes()
+    payloads, length, damaged = read_frames(raw)
+    assert not damaged and raw[length:].strip(b"\0") == b"", "nothing but zeros after the records"
+    return payloads
+
+
 def test_events_are_durable_in_the_spool_before_they_are_stored_then_stored_once(services):
     data, spool = audit_spool(services)
     ids: list[str] = []
@@ -67,8 +97,8 @@ def test_events_are_durable_in_the_spool_before_they_are_stored_then_stored_once
     [path] = _spool_files(services)
     assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700, \
         "who was read is as private as the records"
-    payloads, length, damaged = read_frames(path.read_bytes())
-    assert length == path.stat().st_size and not damaged
+    payloads = _records_then_zeros(path)
+    assert path.stat().st_size == PREALLOCATE_BYTES, "records are written into zeros written ahead"
     assert sorted(json.loads(p)["id"] for p in payloads) == sorted(ids) and len(set(ids)) == 120
     assert _stored_ids(services) == [], "nothing is stored until the spool is folded"
 
@@ -90,7 +120,7 @@ def test_events_are_durable_in_the_spool_before_they_are_stored_then_stored_once
 
 def test_rotation_keeps_files_small_and_loses_nothing(services):
     data, _ = audit_spool(services)
-    spool = AuditSpool(spool_directory(services.config.data_dir), rotate_bytes=3000)
+    spool = AuditSpool(spool_directory(services.config.data_dir), rotate_bytes=1000)
     ids = [record(spool, _access(), "0", "HTTP 200", "test") for _ in range(12)]
     assert len(_spool_files(services)) >= 3
     folder = SpoolFolder(spool.directory, services.db, data.store)
@@ -103,7 +133,9 @@ def test_a_torn_last_record_of_a_dead_process_is_dropped_and_the_rest_stored(ser
     ids = [record(spool, _access(), "0", "HTTP 200", "test") for _ in range(3)]
     path = spool.path
     spool.close()
-    with open(path, "ab") as f:  # what a process killed inside write() leaves
+    end = sum(len(frame(p)) for p in _records_then_zeros(path))
+    with open(path, "r+b") as f:  # what a process killed inside write() leaves: the zeros partly overwritten
+        f.seek(end)
         f.write(frame(b'{"resourceType":"AuditEvent"')[:-4])
     assert SpoolFolder(spool.directory, services.db, data.store).fold() == 3
     assert sorted(_stored_ids(services)) == sorted(ids) and not path.exists()
@@ -157,8 +189,7 @@ def test_a_failed_sync_fails_the_request_and_leaves_no_partial_record(services, 
     monkeypatch.setattr(os, "fdatasync", real)
     assert client.get("/fhir/Observation/o1", headers=headers).status_code == 200
     [path] = _spool_files(services)
-    payloads, length, damaged = read_frames(path.read_bytes())
-    assert length == path.stat().st_size and not damaged and len(payloads) == 2
+    assert len(_records_then_zeros(path)) == 2
 
 
 def test_an_audit_search_sees_what_every_api_process_spooled(services):
@@ -188,7 +219,7 @@ def test_a_forked_child_spools_to_a_file_of_its_own(services):
     record(spool, _access(), "0", "HTTP 200", "parent")
     files = _spool_files(services)
     assert len(files) == 2
-    sources = [sorted(json.loads(p)["source"]["observer"]["display"] for p in read_frames(f.read_bytes())[0])
+    sources = [sorted(event_from_record(p)["source"]["observer"]["display"] for p in read_frames(f.read_bytes())[0])
                for f in files]
     assert sorted(sources) == [["child"], ["parent", "parent"]]
 
@@ -234,3 +265,51 @@ def test_a_damaged_record_of_a_dead_process_keeps_its_file_aside(services, caplo
     assert "kept as" in caplog.text
     assert spool_state(spool.directory) == {"files": 0, "bytes": 0, "damaged": 1}, "what /health shows"
     assert list(path.parent.glob("*.new")) == []
+
+
+def test_a_spooled_record_is_stored_as_the_audit_event_it_was_built_from(services):
+    """The spool holds what the event is built from; the stored AuditEvent is the one audit_event()
+    makes of it: patients, returned versions, the query (base64), outcome and words."""
+    data, spool = audit_spool(services)
+    access = Access("search-type", "org-a", "client-a", {"Patient/p2", "Patient/p1"},
+                    ["Observation/o1/_history/3"], "/fhir/Observation?patient=p1,p2&code=ü")
+    event_id = record(spool, access, "4", "HTTP 403: consent: déni", "origin/log")
+    SpoolFolder(spool.directory, services.db, data.store).fold()
+    stored = data.store.read("AuditEvent", event_id).resource
+    expected = audit_event(access, "4", "HTTP 403: consent: déni", stored["recorded"], "origin/log", event_id)
+    assert {k: v for k, v in stored.items() if k != "meta"} == expected
+    assert [e["what"]["reference"] for e in stored["entity"][:3]] == [
+        "Patient/p1", "Patient/p2", "Observation/o1/_history/3"]
+
+
+def test_a_spool_file_of_whole_audit_events_is_still_stored(services):
+    """A file written before the spool held records (whole AuditEvents, appended without zeros), left
+    by a process that died across an upgrade, is stored as it is."""
+    data, _ = audit_spool(services)
+    directory = spool_directory(services.config.data_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    events = [audit_event(_access(f"p{i}"), "0", "HTTP 200", "2026-01-02T03:04:05.678Z", "old") for i in range(3)]
+    (directory / f"1-2-old{SUFFIX}").write_bytes(b"".join(
+        frame(json.dumps(e, separators=(",", ":")).encode()) for e in events))
+    assert SpoolFolder(directory, services.db, data.store).fold() == 3
+    for event in events:
+        stored = data.store.read("AuditEvent", event["id"]).resource
+        assert {k: v for k, v in stored.items() if k != "meta"} == event
+    assert _spool_files(services) == []
+
+
+def test_records_are_synced_without_growing_the_file(services, monkeypatch):
+    """After the first record, the file's size changes only every PREALLOCATE_BYTES: each sync
+    then writes data alone, not the file's metadata (which would commit the file-system journal)."""
+    _, spool = audit_spool(services)
+    sizes: list[int] = []
+    real = os.fdatasync
+
+    def watched(fd: int) -> None:
+        sizes.append(os.fstat(fd).st_size)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", watched)
+    for _ in range(50):
+        record(spool, _access(), "0", "HTTP 200", "test")
+    assert set(sizes) == {PREALLOCATE_BYTES} and len(sizes) == 50

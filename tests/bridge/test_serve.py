@@ -24,6 +24,7 @@ def served(tmp_path):
     env.update(
         FHIR_BRIDGE_DATA_DIR=str(tmp_path / "data"),
         FHIR_BRIDGE_PORT=str(port),
+        FHIR_BRIDGE_MLLP_PORT=str(free_port()),  # not the default 2575, which another run may hold
         FHIR_BRIDGE_WORKERS="2",
         FHIR_BRIDGE_SEQUENCE_INTERVAL="0.2",
         FHIR_BRIDGE_CHECKPOINT_INTERVAL="0.3",
@@ -39,7 +40,7 @@ def served(tmp_path):
         try:
             if requests.get(base + "/health", timeout=1).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or slow to answer on a busy machine
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
