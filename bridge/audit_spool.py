@@ -222,6 +222,7 @@ class SpoolFolder:
     def __init__(self, directory: Path, db: Database, store: ResourceStore) -> None:
         self.directory, self.db, self.store = directory, db, store
         self._folded: dict[str, int] = {}  # file name -> bytes of it known stored
+        self._damaged_at: dict[str, int] = {}  # file name -> where the last fold found a bad record
         self._lock = threading.Lock()  # one fold at a time in this process
 
     def fold(self) -> int:
@@ -234,6 +235,8 @@ class SpoolFolder:
             names = sorted(p.name for p in self.directory.glob("*" + SUFFIX))
             for gone in set(self._folded) - set(names):
                 del self._folded[gone]
+            for gone in set(self._damaged_at) - set(names):
+                del self._damaged_at[gone]
             return sum(self._fold_file(self.directory / name) for name in names)
 
     def _fold_file(self, path: Path) -> int:
@@ -258,9 +261,15 @@ class SpoolFolder:
             self._folded[path.name] = start + length
             if finished:
                 self._finish(path, damaged, len(data[length:].rstrip(b"\0")))
-            elif damaged:
+            elif damaged and self._damaged_at.get(path.name) == start + length:
+                # Seen at the same place twice: a reader behind the writer can see a record's later
+                # page written and its first not yet, once.
                 log.error("audit spool %s: damaged record at byte %d; the rest of the file waits",
                           path.name, start + length)
+            if damaged and not finished:
+                self._damaged_at[path.name] = start + length
+            else:
+                self._damaged_at.pop(path.name, None)
             return stored
         finally:
             os.close(fd)
