@@ -2,7 +2,7 @@
 """Benchmark of the partner API under gunicorn (issue #5): read, and $everything with proofs.
 
     python3 bench/api_bench.py [--resources 200] [--workers 2] [--duration 10] [--connections 32]
-                               [--database-url URL] [--json PATH]
+                               [--rounds 1] [--database-url URL] [--json PATH]
 
 Prepares a data directory in a temporary folder (signing key; one patient with ``--resources``
 resources, Observation, Condition, Encounter, Immunization, MedicationRequest, AllergyIntolerance,
@@ -21,6 +21,8 @@ response, and an AuditEvent durable in the worker's spool before the response is
 version, its leaf queued, by serve's job soon after: that CPU is counted too).  One $everything
 Bundle is verified as a regulator would (``anchoring.bundle_verify``) before measuring.  Targets:
 read >= 1,500 requests/s, $everything p50 <= 50 ms.  The exit status is 1 if a target is missed.
+With ``--rounds N`` the read is measured N times in a row and the median round is reported and
+judged.  The CPU ``wrk`` itself spent a request is printed beside the server's.
 """
 
 from __future__ import annotations
@@ -161,6 +163,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--everything-connections", type=int, default=2)
     parser.add_argument("--load-threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="read measurements in a row; the median one is reported and judged (a shared machine swings)")
     parser.add_argument("--database-url", default="")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -197,10 +201,17 @@ def main() -> int:
         requests.get(base + reads[0], headers=headers, timeout=10).raise_for_status()
         print(f"warming up; then read for {args.duration} s with {args.connections} connections", file=sys.stderr)
         wrk(base + reads[0], token, 2, args.connections, script)
-        cpu_before = tree_cpu_seconds(proc.pid)
-        read = wrk(base + reads[0], token, args.duration, args.connections, script, args.load_threads)
-        read["server_cpu_ms_per_request"] = round(
-            (tree_cpu_seconds(proc.pid) - cpu_before) * 1000 / max(1.0, read["requests_per_s"] * args.duration), 3)
+        rounds = []
+        for n in range(args.rounds):
+            cpu_before = tree_cpu_seconds(proc.pid)
+            one = wrk(base + reads[0], token, args.duration, args.connections, script, args.load_threads)
+            one["server_cpu_ms_per_request"] = round(
+                (tree_cpu_seconds(proc.pid) - cpu_before) * 1000 / max(1.0, one["requests_per_s"] * args.duration), 3)
+            rounds.append(one)
+            if args.rounds > 1:
+                print(f"  read round {n + 1}/{args.rounds}: {one['requests_per_s']:.0f} requests/s, server CPU "
+                      f"{one['server_cpu_ms_per_request']:.2f} ms/request", file=sys.stderr)
+        read = sorted(rounds, key=lambda r: r["requests_per_s"])[len(rounds) // 2]  # the median round
         print(f"$everything ({args.resources} entries, {len(body.content)} bytes) for {args.duration} s with "
               f"{args.everything_connections} connections", file=sys.stderr)
         every = wrk(base + everything, token, args.duration, args.everything_connections, None)
@@ -215,6 +226,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "settings": vars(args) | {"json": str(args.json) if args.json else None},
         "read": {k: v for k, v in read.items() if k != "raw"},
+        "read_rounds": [r["requests_per_s"] for r in rounds],
         "everything": {k: v for k, v in every.items() if k != "raw"} | {"bundle_bytes": len(body.content)},
         "targets": {"read_requests_per_s": READ_TARGET, "everything_p50_ms": EVERYTHING_TARGET_MS},
     }
