@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import re
-from resource import RUSAGE_CHILDREN, getrusage
 import shutil
 import signal
 import subprocess
@@ -40,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from resource import RUSAGE_CHILDREN, getrusage
 
 import requests
 
