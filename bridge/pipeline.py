@@ -27,7 +27,7 @@ from . import ack
 from .fhir_dates import now_instant
 from .hl7.types import Conversion, HL7Error, MessageHeader
 from .inbox import ERROR, RECEIVED, STORED, Inbox, InboxMessage, content_sha256
-from .provenance import build_provenance, provenance_id
+from .provenance import canonical_provenance, provenance_id
 from .store import (
     CanonicalResource,
     ResourceStore,
@@ -384,7 +384,7 @@ class Pipeline:
             return Outcome(w.message_id, w.header, w.header_readable, ERROR, p.error, unmapped=p.unmapped)
         refs = [batch.put(c, now, w.message_id).reference for c in p.canonical]
         if refs:
-            provenance = canonical_resource(build_provenance(w.digest, w.header, w.received_at, refs))
+            provenance = canonical_provenance(w.digest, w.header, w.received_at, refs)
             refs.append(batch.put(provenance, now, w.message_id).reference)
         Inbox.mark_stored(cur, w.message_id, refs, p.unmapped, p.warnings, now)
         return Outcome(w.message_id, w.header, True, STORED, None, versions=refs, unmapped=p.unmapped)

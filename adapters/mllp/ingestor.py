@@ -4,21 +4,48 @@ Connections submit raw frames and wait on a future; a worker thread takes whatev
 ``max_group``) and hands it to ``ingest_many``, which commits all raw messages in one transaction
 and all their versions in a second one.  A future resolves only after those commits, so an ``AA``
 still means "durably committed", but one fsync serves many senders.
+
+The MLLP listener's connections wait on futures of its event loop (:meth:`Ingestor.submit_to_loop`):
+the outcomes of a group reach that loop in one call, so the loop is woken once a group rather than
+once a message (each wake-up is a write to the loop's self-pipe, a system call, and a turn of the
+interpreter lock between the threads).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
 
 from bridge.pipeline import Incoming, Outcome
 
 log = logging.getLogger("fhir_bridge.mllp")
 
 IngestMany = Callable[[Sequence[Incoming]], list[Outcome]]
+
+
+@dataclass(frozen=True)
+class _LoopWaiter:
+    """A connection waiting on its event loop for the outcome of one message."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+def _resolve(settled: list[tuple[asyncio.Future, Outcome | None, BaseException | None]]) -> None:
+    """On the loop: hand each waiting connection its outcome (or the error); a connection that went
+    away meanwhile (its future cancelled) is skipped."""
+    for future, outcome, error in settled:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(outcome)
 
 
 class Ingestor:
@@ -40,6 +67,13 @@ class Ingestor:
     def submit(self, raw: bytes, source: str) -> Future:
         future: Future = Future()
         self._queue.put((Incoming(raw, source), future))
+        return future
+
+    def submit_to_loop(self, raw: bytes, source: str, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+        """:meth:`submit` for a coroutine on ``loop`` (called there): the outcome comes as a future of
+        ``loop``, set together with the others of its group on that loop."""
+        future = loop.create_future()
+        self._queue.put((Incoming(raw, source), _LoopWaiter(loop, future)))
         return future
 
     def stop(self) -> None:
@@ -69,12 +103,33 @@ class Ingestor:
             self.messages += len(group)
             try:
                 outcomes = self.ingest_many([incoming for incoming, _ in group])
-                for (_, future), outcome in zip(group, outcomes, strict=True):
-                    future.set_result(outcome)
+                if len(outcomes) != len(group):
+                    raise ValueError(f"ingest_many answered {len(outcomes)} outcomes for {len(group)} messages")
             except Exception as exc:  # ingest_many does not raise; this guards the futures all the same
                 log.exception("ingest failed for a group of %d", len(group))
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
+                self._settle([(waiter, None, exc) for _, waiter in group])
+            else:
+                self._settle([(waiter, outcome, None) for (_, waiter), outcome in zip(group, outcomes, strict=True)])
             if stop:
                 return
+
+    @staticmethod
+    def _settle(results: list[tuple[Future | _LoopWaiter, Outcome | None, Exception | None]]) -> None:
+        """Set each waiter's outcome or error: plain futures here, loop futures with one call per loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for waiter, outcome, error in results:
+            if isinstance(waiter, _LoopWaiter):
+                by_loop.setdefault(waiter.loop, []).append((waiter.future, outcome, error))
+            elif not waiter.done():
+                try:
+                    if error is not None:
+                        waiter.set_exception(error)
+                    else:
+                        waiter.set_result(outcome)
+                except InvalidStateError:  # cancelled meanwhile by its waiter: nobody wants it
+                    pass
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, settled)
+            except RuntimeError:  # the loop is closed: the listener stopped and nobody waits any more
+                log.info("the MLLP listener stopped before %d outcome(s) could be handed over", len(settled))

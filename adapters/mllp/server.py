@@ -66,6 +66,7 @@ class MllpServer:
         peer = writer.get_extra_info("peername") or ("?", 0)
         source = f"mllp:{peer[0]}:{peer[1]}"
         framer = Framer(self.max_frame)
+        loop = asyncio.get_running_loop()
         self.connections += 1
         try:
             while True:
@@ -74,7 +75,7 @@ class MllpServer:
                 if not data:
                     break
                 for raw in framer.feed(data):
-                    outcome = await asyncio.wrap_future(self.ingestor.submit(raw, source))
+                    outcome = await self.ingestor.submit_to_loop(raw, source, loop)
                     for _, message in outcome.acknowledgements():
                         writer.write(frame(message))
                     await writer.drain()
