@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -30,9 +31,6 @@ from .fhir_dates import DateRange, DateValueError, value_range
 
 log = logging.getLogger("fhir_bridge.search_index")
 
-# search_dates: the (type, id, param, low, high) index answers the correlated EXISTS per resource
-# (SQLite's plan) and the deletes, and is unique so a row cannot be indexed twice; the (type, param,
-# low, high) one lets PostgreSQL turn a selective range into a semi-join (seen with EXPLAIN)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resource_current (
     res_type TEXT NOT NULL,
@@ -44,6 +42,13 @@ CREATE TABLE IF NOT EXISTS resource_current (
 );
 CREATE INDEX IF NOT EXISTS resource_current_patient ON resource_current (patient, res_type);
 CREATE INDEX IF NOT EXISTS resource_current_updated ON resource_current (res_type, last_updated);
+CREATE TABLE IF NOT EXISTS search_index_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)
+"""
+
+# PostgreSQL.  search_dates: the (type, id, param, low, high) index answers the correlated EXISTS
+# per resource and the deletes, and is unique so a row cannot be indexed twice; the (type, param,
+# low, high) one lets PostgreSQL turn a selective range into a semi-join (seen with EXPLAIN)
+_PG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS search_tokens (
     res_type TEXT NOT NULL,
     res_id TEXT NOT NULL,
@@ -60,9 +65,28 @@ CREATE TABLE IF NOT EXISTS search_dates (
     high BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS search_dates_resource ON search_dates (res_type, res_id, param, low, high);
-CREATE INDEX IF NOT EXISTS search_dates_lookup ON search_dates (res_type, param, low, high);
-CREATE TABLE IF NOT EXISTS search_index_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)
+CREATE INDEX IF NOT EXISTS search_dates_lookup ON search_dates (res_type, param, low, high)
 """
+
+# SQLite: each table is one b-tree, WITHOUT ROWID and keyed by resource first, instead of a rowid
+# table and two indexes: a row costs one b-tree insert, not three, and a resource's rows share a
+# page.  SQLite's plans only ever probe per resource (search walks resource_current and tests each
+# row with a correlated EXISTS; the deletes are per resource), and the key answers those probes
+# exactly; with a (type, param, value) index the planner probed by value and then read every row
+# holding that value (EXPLAIN QUERY PLAN).  The keys hold: extract yields a resource's rows once.
+# table -> (columns in key order, CREATE TABLE with {name})
+_SQLITE_TABLES = {
+    "search_tokens": (
+        "res_type, res_id, param, value",
+        "CREATE TABLE {name} (res_type TEXT NOT NULL, res_id TEXT NOT NULL, param TEXT NOT NULL, "
+        "value TEXT NOT NULL, PRIMARY KEY (res_type, res_id, param, value)) WITHOUT ROWID",
+    ),
+    "search_dates": (
+        "res_type, res_id, param, low, high",
+        "CREATE TABLE {name} (res_type TEXT NOT NULL, res_id TEXT NOT NULL, param TEXT NOT NULL, "
+        "low BIGINT NOT NULL, high BIGINT NOT NULL, PRIMARY KEY (res_type, res_id, param, low, high)) WITHOUT ROWID",
+    ),
+}
 
 # Search parameters per resource type: name -> (kind, element paths).  Paths are dotted; a list
 # along the way is walked item by item; a date path ends at a date, dateTime, instant or Period.
@@ -136,20 +160,49 @@ _PROGRESS_EVERY = 50_000  # resources between progress lines of a backfill
 
 
 DATES_STATE = ("dates", "ranges")  # search_index_state row: dates are indexed in search_dates
+WITHOUT_ROWID_STATE = ("sqlite_tables", "without rowid")  # row: SQLite's search tables are WITHOUT ROWID
 
 
 def ensure_schema(cur: Cursor) -> None:
     """Create the tables; a database indexed before ``search_dates`` existed gets its dates indexed
-    (an empty index is filled by FhirData's rebuild instead)."""
-    for statement in _SCHEMA.split(";"):
+    (an empty index is filled by FhirData's rebuild instead), and a SQLite one written before the
+    search tables were WITHOUT ROWID gets them rewritten, each once and recorded."""
+    sqlite = isinstance(cur, sqlite3.Cursor)  # PostgreSQL's cursor is bridge.db's
+    for statement in (_SCHEMA + ";" + ("" if sqlite else _PG_SCHEMA)).split(";"):
         cur.execute(statement)
-    cur.execute("SELECT value FROM search_index_state WHERE name = ?", (DATES_STATE[0],))
-    if cur.fetchone() is None:
+    if sqlite:
+        for name, (_, table) in _SQLITE_TABLES.items():
+            cur.execute(table.format(name=f"IF NOT EXISTS {name}"))
+        if not _done(cur, WITHOUT_ROWID_STATE):
+            _rewrite_without_rowid(cur)
+            cur.execute("INSERT INTO search_index_state (name, value) VALUES (?, ?)", WITHOUT_ROWID_STATE)
+    if not _done(cur, DATES_STATE):
         cur.execute("SELECT 1 FROM resource_current LIMIT 1")
         if cur.fetchone() is not None:
             log.warning("indexing the dates of every current resource as ranges (once, after an upgrade)")
             log.warning("dates indexed for %d resources", backfill_dates(cur))
         cur.execute("INSERT INTO search_index_state (name, value) VALUES (?, ?)", DATES_STATE)
+
+
+def _done(cur: Cursor, state: tuple[str, str]) -> bool:
+    cur.execute("SELECT 1 FROM search_index_state WHERE name = ?", (state[0],))
+    return cur.fetchone() is not None
+
+
+def _rewrite_without_rowid(cur: Cursor) -> None:
+    """Copy a SQLite store's search tables written before they were WITHOUT ROWID into the new form
+    (in the caller's transaction: all or nothing); a new store has them already."""
+    for name, (columns, table) in _SQLITE_TABLES.items():
+        cur.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        if "WITHOUT ROWID" in cur.fetchone()[0].upper():
+            continue
+        log.warning("rewriting %s as a WITHOUT ROWID table (once, after an upgrade)", name)
+        cur.execute(table.format(name=f"{name}_new"))
+        # OR IGNORE: the old search_tokens had no key, so a row could be there twice (EXISTS never saw
+        # it); in key order (the columns are), so the new b-tree is appended to, not written at random
+        cur.execute(f"INSERT OR IGNORE INTO {name}_new ({columns}) SELECT {columns} FROM {name} ORDER BY {columns}")
+        cur.execute(f"DROP TABLE {name}")  # and its indexes
+        cur.execute(f"ALTER TABLE {name}_new RENAME TO {name}")
 
 
 def backfill_dates(cur: Cursor) -> int:
