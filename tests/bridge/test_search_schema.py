@@ -177,9 +177,8 @@ def test_a_resource_repeating_a_value_is_indexed_once(db) -> None:
         assert cur.fetchone()[0] == 1
 
 
-def test_postgresql_keeps_its_tables_and_indexes(db) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("PostgreSQL's layout")
+def test_postgresql_keeps_its_tables_and_indexes(postgres_server) -> None:
+    db = open_database(postgres_server.create_database())
     stored(db)
     with db.transaction() as cur:
         cur.execute("SELECT indexname FROM pg_indexes WHERE tablename IN ('search_tokens', 'search_dates') "
@@ -188,3 +187,4 @@ def test_postgresql_keeps_its_tables_and_indexes(db) -> None:
                                                   "search_tokens_lookup", "search_tokens_resource"]
         cur.execute("SELECT 1 FROM search_index_state WHERE name = ?", (search_index.WITHOUT_ROWID_STATE[0],))
         assert cur.fetchone() is None
+    db.close()
