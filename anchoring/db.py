@@ -111,9 +111,16 @@ class SqliteDatabase(SharedReads):
     SQLite's busy handler would sleep and retry (1 ms growing to 100 ms between tries), which under
     concurrent writers from several processes (gunicorn workers, the sequencer) left the lock idle
     most of the time.  SQLite's own locking still guards writers that do not take it.
+
+    The WAL is checkpointed every WAL_AUTOCHECKPOINT pages, not SQLite's 1,000: an ingest group
+    writes hundreds of index pages (random ids and search values), so at 1,000 nearly every commit
+    also copied the WAL into the database; less often, a page written by many commits is copied
+    once (see the README's ingest figures).  JOURNAL_SIZE_LIMIT then bounds the file left behind.
     """
 
     dialect = "sqlite"
+    WAL_AUTOCHECKPOINT = 16384  # pages: 64 MiB of 4 KiB pages
+    JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         self.path = str(path)
@@ -131,6 +138,8 @@ class SqliteDatabase(SharedReads):
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={self.WAL_AUTOCHECKPOINT}")
+            conn.execute(f"PRAGMA journal_size_limit={self.JOURNAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
             with self._lock:
