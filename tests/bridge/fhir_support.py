@@ -6,6 +6,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from anchoring.db import Database
+from anchoring.log import MerkleLog
 from bridge.audit_spool import AuditSpool, SpoolFolder, spool_directory
 from bridge.auth.registry import Client
 from bridge.fhir_data import FhirData
@@ -86,6 +88,18 @@ def bearer(services: Services, org: str, scopes: str = "system/*.rs", client_id:
     client = Client(client_id or f"client-{org}", org, {}, scopes.split())
     token, _ = services.registry.issue_token(client, client.scopes, int(time.time()))
     return {"Authorization": f"Bearer {token}"}
+
+
+def stored_data(db: Database, resources: list[dict], last_updated: str) -> FhirData:
+    """A FHIR store (log and search tables) on ``db`` holding ``resources``, one transaction."""
+    log = MerkleLog(db, "test.example/log")
+    log.ensure_schema()
+    data = FhirData(db, log)
+    data.ensure_schema()
+    with db.transaction(write=True) as cur:
+        for resource in resources:
+            data.store.put(cur, resource, last_updated)
+    return data
 
 
 def audit_spool(services: Services) -> tuple[FhirData, AuditSpool]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from anchoring.log import MerkleLog
 from bridge import search_index
 from bridge.fhir_data import FhirData
 from bridge.fhir_dates import DateRange, matches, parse_range, value_range
 from bridge.fhir_query import SearchError, parse_search, search_sql
 from bridge.store import canonical_resource, new_version
+
+from .fhir_support import stored_data
 
 NOW = parse_range("2025-04-04T00:00:00Z").low  # ``ap`` is measured from here
 
@@ -38,14 +39,8 @@ ALL = set(EFFECTIVE)
 
 @pytest.fixture
 def data(db) -> FhirData:
-    log = MerkleLog(db, "test.example/log")
-    log.ensure_schema()
-    data = FhirData(db, log)
-    data.ensure_schema()
-    with db.transaction(write=True) as cur:
-        for oid, effective in EFFECTIVE.items():
-            data.store.put(cur, observation(oid, **effective), "2026-01-01T00:00:00.000Z")
-    return data
+    return stored_data(db, [observation(oid, **effective) for oid, effective in EFFECTIVE.items()],
+                       "2026-01-01T00:00:00.000Z")
 
 
 def found(data: FhirData, res_type: str, query: str, now: int = NOW) -> set[str]:

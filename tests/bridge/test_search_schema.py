@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from anchoring.log import MerkleLog
 from bridge import search_index
 from bridge.db import open_database
 from bridge.fhir_data import FhirData
 from bridge.fhir_query import parse_search, search_sql
+
+from .fhir_support import stored_data
 
 LAST_UPDATED = "2026-01-01T00:00:00.000Z"
 LOINC = "http://loinc.org"
@@ -56,14 +57,7 @@ RESOURCES = [
 
 
 def stored(db) -> FhirData:
-    log = MerkleLog(db, "test.example/log")
-    log.ensure_schema()
-    data = FhirData(db, log)
-    data.ensure_schema()
-    with db.transaction(write=True) as cur:
-        for resource in RESOURCES:
-            data.store.put(cur, resource, LAST_UPDATED)
-    return data
+    return stored_data(db, RESOURCES, LAST_UPDATED)
 
 
 def results(data: FhirData) -> dict[tuple[str, str], list[str]]:
