@@ -52,8 +52,7 @@ def start_listeners(config: Config, db: Database, mllp_port: int | None = None, 
     recovered = pipeline.recover()
     if recovered:
         log.warning("finished %d message(s) kept but not converted before the last stop", len(recovered))
-    # With worker processes, two groups in flight keep them busy while the other group commits.
-    ingestor = Ingestor(pipeline.ingest_many, config.ingest_group, workers=2 if config.ingest_workers else 1).start()
+    ingestor = Ingestor.pipelined(pipeline, config.ingest_group).start()
     thread = None
     port = config.mllp_port if mllp_port is None else mllp_port
     if port or mllp_port is not None:

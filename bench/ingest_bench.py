@@ -160,7 +160,7 @@ def main() -> int:
         if args.workers:
             pipeline.prepare_many(sample[:4])  # start the workers before the clock runs
 
-        ingestor = Ingestor(pipeline.ingest_many, args.group, workers=2 if args.workers else 1).start()
+        ingestor = Ingestor.pipelined(pipeline, args.group).start()  # as `serve` runs it
         thread = MllpThread(MllpServer(ingestor, "127.0.0.1", 0)).start()
         stop = threading.Event()
 

@@ -175,6 +175,17 @@ def prepare(raw: bytes, convert: Converter, validate: Callable[[dict], None] = v
     return prepared
 
 
+@dataclass(frozen=True)
+class PreparedGroup:
+    """A group of messages with everything computed that storing them needs (see prepare_group)."""
+
+    items: list[Incoming]
+    now: str  # their time of receipt
+    heads: list[tuple[MessageHeader, bool, HL7Error | None]]
+    digests: list[str]
+    prepared: list[Prepared | None]
+
+
 @dataclass
 class _Work:
     message_id: int
@@ -239,10 +250,18 @@ class Pipeline:
         loses nothing a sender was told of.  If the group cannot be committed, the raw messages are
         kept on their own first and their versions stored one message at a time.
         """
-        now = self.clock()
+        return self.store_group(self.prepare_group(items))
+
+    def prepare_group(self, items: Sequence[Incoming]) -> PreparedGroup:
+        """The computing half of :meth:`ingest_many` (headers, hashes, conversion): no database, so a
+        group can be converted while the one before it is stored.  Never raises."""
         heads = [self.header(item.raw) for item in items]
         digests = [content_sha256(item.raw) for item in items]
-        prepared = self._prepare_items(items, heads)
+        return PreparedGroup(list(items), self.clock(), heads, digests, self._prepare_items(items, heads))
+
+    def store_group(self, group: PreparedGroup) -> list[Outcome]:
+        """The storing half of :meth:`ingest_many`: one outcome per item, in order.  Never raises."""
+        items, now, heads, digests, prepared = group.items, group.now, group.heads, group.digests, group.prepared
         try:
             with self.db.transaction(write=True) as cur:
                 kept = self._keep(cur, items, heads, digests, now)

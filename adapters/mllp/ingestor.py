@@ -1,9 +1,14 @@
 """Groups messages from every connection into one pipeline call per group (group commit).
 
 Connections submit raw frames and wait on a future; a worker thread takes whatever is waiting (up to
-``max_group``) and hands it to ``ingest_many``, which commits all raw messages in one transaction
-and all their versions in a second one.  A future resolves only after those commits, so an ``AA``
-still means "durably committed", but one fsync serves many senders.
+``max_group``) and hands it to ``ingest_many``, which keeps all the raw messages and stores their
+versions in one transaction.  A future resolves only after that commit, so an ``AA`` still means
+"durably committed", but one fsync serves many senders.
+
+With conversion in worker processes, :meth:`Ingestor.pipelined` runs two stages instead: one thread
+forms a group and has it converted (``prepare_group``) while another stores the group before it
+(``store_group``), so the workers convert while the writer commits rather than both waiting in
+turn.  Storing, and so every acknowledgement, is in arrival order as before.
 
 The MLLP listener's connections wait on futures of its event loop (:meth:`Ingestor.submit_to_loop`):
 the outcomes of a group reach that loop in one call, so the loop is woken once a group rather than
@@ -21,11 +26,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
-from bridge.pipeline import Incoming, Outcome
+from bridge.pipeline import Incoming, Outcome, Pipeline, PreparedGroup
 
 log = logging.getLogger("fhir_bridge.mllp")
 
 IngestMany = Callable[[Sequence[Incoming]], list[Outcome]]
+PrepareGroup = Callable[[Sequence[Incoming]], PreparedGroup]
+StoreGroup = Callable[[PreparedGroup], list[Outcome]]
 
 
 @dataclass(frozen=True)
@@ -49,17 +56,30 @@ def _resolve(settled: list[tuple[asyncio.Future, Outcome | None, BaseException |
 
 
 class Ingestor:
-    def __init__(self, ingest_many: IngestMany, max_group: int = 64, workers: int = 1) -> None:
+    def __init__(self, ingest_many: IngestMany, max_group: int = 64, workers: int = 1,
+                 stages: tuple[PrepareGroup, StoreGroup] | None = None) -> None:
         self.ingest_many = ingest_many
         self.max_group = max_group
         self.workers = workers
+        self.stages = stages
         self._queue: queue.Queue[tuple[Incoming, Future] | None] = queue.Queue()
+        # converted groups waiting to be stored: one at most, so conversion runs one group ahead
+        self._converted: queue.Queue[tuple[list, PreparedGroup | None, Exception | None] | None] = queue.Queue(1)
         self._threads: list[threading.Thread] = []
         self.groups = self.messages = 0  # counters: messages / groups is the mean group size
 
+    @classmethod
+    def pipelined(cls, pipeline: Pipeline, max_group: int = 64) -> Ingestor:
+        """For a pipeline converting in worker processes: converting one group while storing the one
+        before it; without workers, two threads each doing both (their commits share fsyncs)."""
+        if pipeline.prepare_many is None:
+            return cls(pipeline.ingest_many, max_group, workers=2)
+        return cls(pipeline.ingest_many, max_group, stages=(pipeline.prepare_group, pipeline.store_group))
+
     def start(self) -> Ingestor:
-        for i in range(self.workers):
-            thread = threading.Thread(target=self._run, name=f"ingest-{i}", daemon=True)
+        targets = [self._convert, self._store] if self.stages else [self._run] * self.workers
+        for i, target in enumerate(targets):
+            thread = threading.Thread(target=target, name=f"ingest-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
@@ -77,41 +97,73 @@ class Ingestor:
         return future
 
     def stop(self) -> None:
-        for _ in self._threads:
+        for _ in range(1 if self.stages else len(self._threads)):  # the convert stage tells the store stage
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
         self._threads.clear()
 
+    def _next_group(self) -> tuple[list, bool]:
+        """Whatever is waiting, up to max_group (waiting for the first); and whether to stop after it."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        group, stop = [first], False
+        while len(group) < self.max_group:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            group.append(item)
+        self.groups += 1
+        self.messages += len(group)
+        return group, stop
+
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            stop = False
-            while len(group) < self.max_group:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                group.append(item)
-            self.groups += 1
-            self.messages += len(group)
-            try:
-                outcomes = self.ingest_many([incoming for incoming, _ in group])
-                if len(outcomes) != len(group):
-                    raise ValueError(f"ingest_many answered {len(outcomes)} outcomes for {len(group)} messages")
-            except Exception as exc:  # ingest_many does not raise; this guards the futures all the same
-                log.exception("ingest failed for a group of %d", len(group))
-                self._settle([(waiter, None, exc) for _, waiter in group])
-            else:
-                self._settle([(waiter, outcome, None) for (_, waiter), outcome in zip(group, outcomes, strict=True)])
+            group, stop = self._next_group()
+            if group:
+                self._finish(group, self.ingest_many, [incoming for incoming, _ in group])
             if stop:
                 return
+
+    def _convert(self) -> None:
+        """The first stage: groups converted in arrival order, handed to the store stage."""
+        assert self.stages is not None
+        while True:
+            group, stop = self._next_group()
+            if group:
+                try:
+                    self._converted.put((group, self.stages[0]([incoming for incoming, _ in group]), None))
+                except Exception as exc:  # prepare_group does not raise; this guards the futures all the same
+                    self._converted.put((group, None, exc))
+            if stop:
+                self._converted.put(None)
+                return
+
+    def _store(self) -> None:
+        assert self.stages is not None
+        store = self.stages[1]
+        while (converted := self._converted.get()) is not None:
+            group, prepared, error = converted
+            if error is None:
+                self._finish(group, store, prepared)
+            else:
+                self._finish(group, _raise, error)
+
+    def _finish(self, group: list, outcomes_of: Callable[..., list[Outcome]], argument: object) -> None:
+        try:
+            outcomes = outcomes_of(argument)
+            if len(outcomes) != len(group):
+                raise ValueError(f"the pipeline answered {len(outcomes)} outcomes for {len(group)} messages")
+        except Exception as exc:  # the pipeline does not raise; this guards the futures all the same
+            log.exception("ingest failed for a group of %d", len(group))
+            self._settle([(waiter, None, exc) for _, waiter in group])
+        else:
+            self._settle([(waiter, outcome, None) for (_, waiter), outcome in zip(group, outcomes, strict=True)])
 
     @staticmethod
     def _settle(results: list[tuple[Future | _LoopWaiter, Outcome | None, Exception | None]]) -> None:
@@ -133,3 +185,7 @@ class Ingestor:
                 loop.call_soon_threadsafe(_resolve, settled)
             except RuntimeError:  # the loop is closed: the listener stopped and nobody waits any more
                 log.info("the MLLP listener stopped before %d outcome(s) could be handed over", len(settled))
+
+
+def _raise(error: Exception) -> list[Outcome]:
+    raise error
