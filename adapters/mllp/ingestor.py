@@ -71,9 +71,10 @@ class Ingestor:
     @classmethod
     def pipelined(cls, pipeline: Pipeline, max_group: int = 64) -> Ingestor:
         """For a pipeline converting in worker processes: converting one group while storing the one
-        before it; without workers, two threads each doing both (their commits share fsyncs)."""
+        before it; without workers, one thread doing both (conversion then holds this process's
+        interpreter lock, so a second stage would only contend for it)."""
         if pipeline.prepare_many is None:
-            return cls(pipeline.ingest_many, max_group, workers=2)
+            return cls(pipeline.ingest_many, max_group)
         return cls(pipeline.ingest_many, max_group, stages=(pipeline.prepare_group, pipeline.store_group))
 
     def start(self) -> Ingestor:

@@ -108,4 +108,4 @@ def test_two_stages_only_with_conversion_workers() -> None:
     pooled = Ingestor.pipelined(_Pipeline(True), 8)  # type: ignore[arg-type]
     assert pooled.stages is not None and pooled.max_group == 8
     alone = Ingestor.pipelined(_Pipeline(False), 8)  # type: ignore[arg-type]
-    assert alone.stages is None and alone.workers == 2
+    assert alone.stages is None and alone.workers == 1
