@@ -2,8 +2,9 @@
 
 Every stored version and every log leaf is canonicalised, often a dozen per HL7v2 message, so the
 cost matters: ``rfc8785.dumps`` walks the value in Python (about 0.1 ms a resource).  For JSON data
-the C encoder of :mod:`json` with sorted keys, no whitespace and no ASCII escaping writes the same
-bytes as JCS except in four places, which a scan of its output finds:
+``orjson`` with sorted keys (compiled; 2.8 against the C encoder of :mod:`json`'s 13 microseconds
+for a converted resource) writes the same bytes as JCS except in four places, which a scan of its
+output finds:
 
 * a float printed with an exponent (Python switches to ``1e-05`` and ``1e+16`` sooner than
   ECMAScript) or with a trailing ``.0`` (ECMAScript prints ``1``);
@@ -13,7 +14,10 @@ bytes as JCS except in four places, which a scan of its output finds:
 * a lone surrogate (not encodable as UTF-8; JCS refuses it).
 
 Output that shows any of them, even by coincidence inside a string, is canonicalised again by
-``rfc8785``, whose answer (or error) stands.  Values must be JSON data: objects with string names.
+``rfc8785``, whose answer (or error) stands.  ``orjson`` writes NaN and infinities as ``null``
+(JCS refuses them), so output holding a ``null`` is written again by :mod:`json`, which raises
+for them, and refuses a lone surrogate, as JCS does.  Values must be JSON data: objects with
+string names.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ import json
 import re
 from typing import Any
 
+import orjson
 import rfc8785
 
+# Sorted names; a date, time or dataclass is not JSON data: raise (TypeError) instead of writing it
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode
 _ENCODE_STRING = json.encoder.encode_basestring  # what _ENCODE does with a str, without the method call
 
@@ -38,12 +45,31 @@ _NUMBER_DIFFERS = re.compile(
 )
 # A character the UTF-16 order of names or UTF-8 treats differently (only non-ASCII text is searched).
 _CHARACTER_DIFFERS = re.compile(r"[\U00010000-\U0010FFFF\ud800-\udfff]")
+# The same two searches in UTF-8 output: an astral character is the one whose encoding starts with
+# F0-F4 (orjson refuses lone surrogates)
+_NUMBER_DIFFERS_UTF8 = re.compile(_NUMBER_DIFFERS.pattern.encode("ascii"))
+_ASTRAL_UTF8 = re.compile(rb"[\xf0-\xf4]")
 
 
 def canonical(value: Any) -> bytes:
     """The JCS bytes of ``value`` (a JSON object or array of JSON data)."""
     if not isinstance(value, dict | list):
         return rfc8785.dumps(value)
+    try:
+        data = orjson.dumps(value, option=_ORJSON_OPTIONS)
+    except TypeError:  # orjson's error: a lone surrogate, an integer beyond 64 bits, not JSON data
+        return _canonical_via_json(value)
+    if b"null" in data:  # maybe a NaN or an infinity that orjson wrote as null
+        return _canonical_via_json(value)
+    if _NUMBER_DIFFERS_UTF8.search(data) is not None:
+        return rfc8785.dumps(value)
+    if not data.isascii() and _ASTRAL_UTF8.search(data) is not None:
+        return rfc8785.dumps(value)
+    return data
+
+
+def _canonical_via_json(value: dict | list) -> bytes:
+    """:func:`canonical` through :mod:`json`'s C encoder, which refuses NaN and infinities."""
     try:
         text = _ENCODE(value)
     except (ValueError, TypeError):  # NaN or infinity, or a value that is not JSON data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -47,7 +48,9 @@ def _ours(value: object) -> bytes | type[Exception]:
 @example({"\U0001f600": 1, "\uffff": 2, "a": [0.1, 1e21, 1e16, 123456789.125]})
 @example({"x": "\ud800"})
 @example([float("nan")])
+@example({"a": [1, {"b": float("-inf")}], "c": None})  # orjson would write null for both
 @example({"n": -0.0})
+@example({"when": datetime.date(2026, 12, 2)})  # not JSON data: the same error
 def test_same_bytes_or_same_error_as_rfc8785(value: object) -> None:
     assert _ours(value) == _rfc8785(value)
 
