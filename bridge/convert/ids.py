@@ -46,10 +46,20 @@ class Ref:
         return f"Ref({self.record.type})"
 
 
+_MADE: dict[tuple[str, str, bytes | None], str] = {}
+_REMEMBERED_IDS = 4096  # ids kept (the same practitioners and wards come in every message); more, and they are forgotten
+
+
 def make_id(resource_type: str, key: str, secret: bytes | None = None) -> str:
-    text = f"{NAMESPACE}|{resource_type}|{key}".encode()
-    h = (hmac.new(secret, text, hashlib.sha256) if secret else hashlib.sha256(text)).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"  # str(uuid.UUID(bytes=digest[:16]))
+    made = _MADE.get((resource_type, key, secret))
+    if made is None:
+        text = f"{NAMESPACE}|{resource_type}|{key}".encode()
+        h = (hmac.new(secret, text, hashlib.sha256) if secret else hashlib.sha256(text)).hexdigest()
+        made = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"  # str(uuid.UUID(bytes=digest[:16]))
+        if len(_MADE) >= _REMEMBERED_IDS:
+            _MADE.clear()
+        _MADE[(resource_type, key, secret)] = made
+    return made
 
 
 def _identifier_key(identifier: dict, facility: str) -> str:
@@ -72,6 +82,7 @@ def _typed(items: list, code: str) -> dict | None:
 _BUSY: Any = object()  # the id of a record whose key is being worked out
 _GONE: Any = object()  # an element left empty by settling: FHIR forbids it
 _ALTERNATIVES: dict[int, tuple[list, tuple[tuple[str, ...], ...]]] = {}
+_NO_KEYS: list = []  # a type without id key alternatives (never changed)
 
 
 def _alternatives(keys: list) -> tuple[tuple[str, ...], ...]:
@@ -205,7 +216,13 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict, secret: 
             return known
         record.id = _BUSY
         key = ""
-        for paths in _alternatives(record.id_keys or id_settings.get(record.type, [])):
+        for paths in _alternatives(record.id_keys or id_settings.get(record.type) or _NO_KEYS):
+            if len(paths) == 1:  # most alternatives are one path
+                part = key_part(record, paths[0])
+                if part:
+                    key = f"{paths[0]}={part}"
+                    break
+                continue
             parts = [key_part(record, p) for p in paths]
             if all(parts):
                 key = "|".join([f"{p}={v}" for p, v in zip(paths, parts, strict=True)])

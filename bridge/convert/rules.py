@@ -17,9 +17,10 @@ from .ids import Ref
 from .loader import MappingError, Mappings
 from .paths import Getter, Setter, compile_path, copier, copy_json, get_path, getter, has_empty, set_path, setter
 from .primitives import to_string
-from .values import Compiler, fixer
+from .values import Compiler, Kept, fixer
 
 EMPTY = (None, "", [], {})  # what a default may fill
+_REMEMBERED_FIELDS = 512  # distinct texts of a field whose values a rule keeps; more, and they are forgotten
 Condition = Callable[[Segment, dict], bool]
 # A field rule: (build, segment, its fields, the fields split so far, record, target, label) -> whether
 # it used the field.
@@ -233,8 +234,8 @@ def field_rule(rule: dict, n: int, compiler: Compiler) -> FieldFn:
     path = rule["path"]
     repeat = "[]" in path or rule.get("repeat", False)
     component = int(rule["component"]) if "component" in rule else None
-    convert = compiler.value(rule, checked=True)
     text = compiler.text.get(rule.get("datatype", "ST")) if rule.get("vocabulary") is None else None
+    convert = compiler.value(rule, checked=True)
     string = text is to_string  # text already stripped is its own value
     constant, has_constant = copier(rule.get("value")), "value" in rule
     resource = rule.get("resource")
@@ -248,20 +249,55 @@ def field_rule(rule: dict, n: int, compiler: Compiler) -> FieldFn:
     dirty = placeholders(path) or fixed_empty or (not resource and value_dirty)
     ref_key = first_step(path) if resource and path != "." else None
     child_dirty = value_dirty or defaults_dirty(rule.get("set") or {})
+    # The values of the field's repetitions, kept per raw field text: feeds repeat the same doctors,
+    # wards, codes and times message after message.  Splitting, unescaping and converting depend on
+    # the text, the delimiters and the rule alone (``where`` only names a value in a warning or an
+    # error), so what is kept is (delimiters, one repetition?, per repetition None or its value; a
+    # text's value is a string, number or boolean, a composite's a :class:`Kept` handing out
+    # copies).  A field whose conversion warned or raised is not kept: it warns or raises again.
+    known: dict[str, tuple] = {}
+    maybe_header = n <= 2  # MSH-1 and MSH-2 are read apart (field_values): never kept
+
+    def put(build: Any, record: Any, target: dict, value: Any, where: str) -> None:
+        if has_constant:  # a constant implied by the field being valued (discharge time -> finished)
+            value = constant()
+        if resource:
+            value = build.child(resource, child_defaults, value, where, child_dirty)
+            record.ref_keys.add(ref_key)
+        if wrap is not None:
+            value = wrap(value)
+        place(target, value)
+        if dirty:
+            record.dirty = True
 
     def apply(build: Any, seg: Segment, fields: list[str], values: dict, record: Any, target: dict,
               label: str) -> bool:
         if when is not None and not when(seg, target):
             return False
+        raw = fields[n] if 0 < n < len(fields) else ""
+        d = seg.delimiters
+        kept = known.get(raw)
+        if kept is not None and (kept[0] is d or kept[0] == d) and not (maybe_header and seg.name in HEADER_SEGMENTS):
+            single = kept[1]
+            used = False
+            for index, value in enumerate(kept[2], start=1):  # the list ends at the value a single rule puts
+                if value is not None:
+                    put(build, record, target, value if text is not None else value(),
+                        label + suffix if single else f"{label}{suffix}[{index}]")
+                    used = True
+            return used
         reps = values.get(n)
         if reps is None:
             reps = values[n] = field_values(seg, fields, n)
         if component is not None:
             c = component
             reps = [[[s] for s in rep[c - 1]] if c <= len(rep) else [[""]] for rep in reps]
+        warned = len(build.warnings)
+        outcome: list = []
         used = False
         single = len(reps) == 1
         for index, comps in enumerate(reps, start=1):
+            outcome.append(None)
             head = comps[0][0].strip()
             if not head and is_empty(comps):  # the first part mostly says
                 continue
@@ -274,19 +310,15 @@ def field_rule(rule: dict, n: int, compiler: Compiler) -> FieldFn:
                 value = head if string else text(head, where)
             if value is None:
                 continue
-            if has_constant:  # a constant implied by the field being valued (discharge time -> finished)
-                value = constant()
-            if resource:
-                value = build.child(resource, child_defaults, value, where, child_dirty)
-                record.ref_keys.add(ref_key)
-            if wrap is not None:
-                value = wrap(value)
-            place(target, value)
-            if dirty:
-                record.dirty = True
+            outcome[-1] = value if text is not None else Kept(value)  # before it is put anywhere
+            put(build, record, target, value, where)
             used = True
             if not repeat:
                 break
+        if len(build.warnings) == warned and not (maybe_header and seg.name in HEADER_SEGMENTS):
+            if len(known) >= _REMEMBERED_FIELDS:
+                known.clear()
+            known[raw] = (d, single, outcome)
         return used
 
     return apply

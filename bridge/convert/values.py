@@ -21,7 +21,7 @@ from .datatypes import (
     translator,
 )
 from .loader import MappingError, Mappings
-from .paths import Setter, compile_path, copier, has_empty, prune, setter
+from .paths import Setter, compile_path, copier, copy_json, has_empty, prune, setter
 
 # A compiled rule: one value (a repetition, component or part) -> its FHIR value or None.  The
 # warnings list is the message's; ``where`` names the value for errors and warnings.
@@ -200,6 +200,24 @@ class Compiler:
 
         start = component if component is not None else int(key.split("-")[0]) if "-" in key else 0
         return (start, 0, None, put, suffix, part, None, None)
+
+
+class Kept:
+    """A value converted once and kept for the next time the same text comes (see
+    ``rules.field_rule``), handed out as copies: each caller fills, merges and prunes containers of
+    its own.  Called, a copy; the copy is planned (:func:`paths.copier`) when it is first asked for,
+    so that a value seen only once costs no more than a snapshot."""
+
+    __slots__ = ("value", "copy")
+
+    def __init__(self, value: Any) -> None:
+        self.value = copy_json(value)  # a snapshot: the value itself is handed out and changed
+        self.copy: Callable[[], Any] | None = None
+
+    def __call__(self) -> Any:
+        if self.copy is None:
+            self.copy = copier(self.value)
+        return self.copy()
 
 
 def _text_value(text: TextFormat, translate: Callable | None) -> ValueFn:
