@@ -45,14 +45,14 @@ _Shipped = tuple[list[tuple], tuple[str, str, str, str] | None, list[str], list[
 
 def _ship(p: Prepared) -> _Shipped:
     error = None if p.error is None else (p.error.code, p.error.location, p.error.text, p.error.severity)
-    canonical = [(c.res_type, c.res_id, c.key, c.template, c.resource, c.patient, c.tokens) for c in p.canonical]
+    canonical = [tuple(c) for c in p.canonical]  # plain tuples: marshal writes no subclass
     return canonical, error, p.unmapped, p.warnings
 
 
 def _unship(shipped: Sequence[Any]) -> Prepared:
     canonical, error, unmapped, warnings = shipped
     return Prepared([], None if error is None else HL7Error(*error), list(unmapped), list(warnings),
-                    [CanonicalResource(*c) for c in canonical])
+                    [CanonicalResource._make(c) for c in canonical])
 
 
 def _encode(answer: list[_Shipped]) -> bytes:
