@@ -2,14 +2,18 @@
 
     python3 bench/ingest_bench.py [--messages 3000] [--connections 32] [--database-url URL]
 
-An ADT^A01 and ORU^R01 mix (distinct control ids and patients, built from corpus messages) is sent
-by a separate client process over 127.0.0.1 to the real listener (asyncio MLLP server, grouping
-ingestor, pipeline on SQLite with synchronous=FULL, or PostgreSQL), each connection waiting for
-its ACK before sending the next message.  The log sequencer runs every second as in `serve`.
+An ADT^A01 and ORU^R01 mix built from corpus messages is sent by a separate client process over
+127.0.0.1 to the real listener (asyncio MLLP server, grouping ingestor, pipeline on SQLite with
+synchronous=FULL, or PostgreSQL), each connection waiting for its ACK before sending the next
+message.  The log sequencer runs every second as in `serve`.  Each message differs from the next
+as a feed's do (``tests.ingest_support.feed_variants``): control id, patient (id, name, birth
+date, address, phone, account), times, visit and order numbers and numeric results are its own;
+doctors and beds come from pools of 60 and 40.
+
 Reported beside it, measured in the same run: the bare parse rate of the parser used
 (`bridge.hl7.parser.parse`) and the convert+validate rate alone, both on one core; and the CPU
-the end-to-end run cost per message in the listening process and in the worker processes together
-(from /proc, so on Linux): on a shared machine a steadier figure than the rate.
+the end-to-end run cost per message in the listening process, the worker processes (from /proc,
+so on Linux) and the client: on a shared machine a steadier figure than the rate.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +41,7 @@ from anchoring.log import MerkleLog  # noqa: E402
 from bridge.db import open_database  # noqa: E402
 from bridge.hl7.parser import parse  # noqa: E402
 from bridge.pipeline import Incoming, Pipeline, pipeline_from_config, prepare  # noqa: E402
-from tests.ingest_support import variants  # noqa: E402
+from tests.ingest_support import feed_variants  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "hl7v2" / "microsoft-FHIR-Converter"
 TEMPLATES = ("ADT-A01-02.hl7", "ORU-R01-01.hl7")
@@ -45,31 +50,62 @@ VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 
 def messages(count: int, tag: str = "B") -> list[bytes]:
     per = count // len(TEMPLATES) + 1
-    groups = [variants((CORPUS / name).read_bytes(), per, f"{tag}{i}") for i, name in enumerate(TEMPLATES)]
+    groups = [feed_variants((CORPUS / name).read_bytes(), per, f"{tag}{i}") for i, name in enumerate(TEMPLATES)]
     mixed = [m for pair in zip(*groups, strict=True) for m in pair]
     return mixed[:count]
 
 
+class _Sender(asyncio.Protocol):
+    """One MLLP connection: sends a message, waits for its ACK, sends the next (as senders do).
+
+    A protocol rather than streams: the load generator shares the two cores with what it measures,
+    and a reader/writer pair costs it about twice the CPU a message."""
+
+    def __init__(self, pending: Iterator[bytes], codes: dict[str, int], done: asyncio.Future) -> None:
+        self.pending, self.codes, self.done = pending, codes, done
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._send_next()
+
+    def _send_next(self) -> None:
+        assert self.transport is not None
+        message = next(self.pending, None)
+        if message is None:
+            self.transport.close()
+            return
+        self.transport.write(VT + message + FS + CR)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(FS + CR)
+        if end < 0:
+            return
+        answer, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
+        code = answer.split(b"MSA|", 1)[1][:2].decode() if b"MSA|" in answer else "??"
+        self.codes[code] = self.codes.get(code, 0) + 1
+        self._send_next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(exc)
+
+
 async def _client(port: int, payload: list[bytes], connections: int) -> dict:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for m in payload:
-        queue.put_nowait(m)
+    loop = asyncio.get_running_loop()
+    pending = iter(payload)  # shared: each connection takes the next message when its ACK is in
     codes: dict[str, int] = {}
-
-    async def one() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        while not queue.empty():
-            message = queue.get_nowait()
-            writer.write(VT + message + FS + CR)
-            await writer.drain()
-            answer = await reader.readuntil(FS + CR)
-            code = answer.split(b"MSA|", 1)[1][:2].decode() if b"MSA|" in answer else "??"
-            codes[code] = codes.get(code, 0) + 1
-        writer.close()
-
     start = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(connections)))
-    return {"seconds": time.perf_counter() - start, "codes": codes}
+    cpu = time.process_time()
+    done = [loop.create_future() for _ in range(connections)]
+    for future in done:
+        await loop.create_connection(lambda f=future: _Sender(pending, codes, f), "127.0.0.1", port)
+    errors = [e for e in await asyncio.gather(*done) if e is not None]
+    if errors:
+        raise errors[0]
+    return {"seconds": time.perf_counter() - start, "codes": codes, "cpu_seconds": time.process_time() - cpu}
 
 
 def client_main(port: int, count: int, connections: int) -> None:
@@ -198,7 +234,8 @@ def main() -> int:
             "preconverted": args.preconverted,
             "end_to_end_msgs_per_s": round(args.messages / result["seconds"]),
             "cpu_ms_per_msg": {"main_process": round(1000 * main_cpu / args.messages, 3),
-                               "workers": round(1000 * workers_cpu / args.messages, 3)},
+                               "workers": round(1000 * workers_cpu / args.messages, 3),
+                               "client": round(1000 * result["cpu_seconds"] / args.messages, 3)},
             "seconds": round(result["seconds"], 2),
             "ack_codes": result["codes"],
             "mean_group": round(ingestor.messages / max(ingestor.groups, 1), 1),
