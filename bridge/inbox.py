@@ -13,6 +13,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+import orjson
+
 from anchoring.db import Cursor, Database
 
 from .errors import IngestError
@@ -49,6 +51,15 @@ CREATE TABLE IF NOT EXISTS inbox_messages (
 );
 CREATE INDEX IF NOT EXISTS inbox_messages_status ON inbox_messages (status)
 """
+
+
+def _json_text(items: list[str]) -> str:
+    """A list of strings as JSON text (orjson: a tenth of json.dumps's time, for every message)."""
+    try:
+        return orjson.dumps(items).decode()
+    except TypeError:  # a lone surrogate (text decoded with surrogateescape): json writes it escaped
+        return json.dumps(items)
+
 
 _COLUMNS = (
     "id, sender, control_id, content_sha256, source, received_at, message_type, status, ack_code, "
@@ -140,7 +151,7 @@ class Inbox:
         cur.execute(
             "UPDATE inbox_messages SET status = ?, ack_code = 'AA', error_code = NULL, error_location = NULL, "
             "error_text = NULL, versions = ?, unmapped = ?, warnings = ?, updated_at = ? WHERE id = ?",
-            (STORED, json.dumps(versions), json.dumps(unmapped), json.dumps(warnings), now, message_id),
+            (STORED, _json_text(versions), _json_text(unmapped), _json_text(warnings), now, message_id),
         )
 
     @staticmethod
@@ -152,7 +163,7 @@ class Inbox:
             "UPDATE inbox_messages SET status = ?, ack_code = ?, error_code = ?, error_location = ?, "
             "error_text = ?, unmapped = ?, versions = '[]', updated_at = ?, "
             "message_type = COALESCE(?, message_type) WHERE id = ?",
-            (ERROR, ack_code, error.code, error.location, error.text, json.dumps(unmapped or []), now,
+            (ERROR, ack_code, error.code, error.location, error.text, _json_text(unmapped or []), now,
              message_type, message_id),
         )
 

@@ -226,3 +226,18 @@ def test_a_single_message_goes_to_the_workers_too(adt: bytes, tmp_path: Path) ->
         assert pipeline.ingest(adt).status == "stored" and calls == [1]
     finally:
         db.close()
+
+
+def test_warnings_and_unmapped_with_any_text_are_kept(database_url: str) -> None:
+    """The inbox writes its lists with orjson, which refuses a lone surrogate; such text (from a
+    byte decoded with surrogateescape) is still kept, through json."""
+    from bridge.inbox import Inbox
+
+    with open_pipeline(database_url) as (pipeline, _):
+        with pipeline.db.transaction(write=True) as cur:
+            message_id, _ = Inbox.receive(cur, b"MSH|^~\\&|A", "A", "1", "ADT^A01", "test", "2026-12-02T00:00:00Z")
+            Inbox.mark_stored(cur, message_id, ["Patient/p/_history/1"], ["ZPI\udcff"], ["caf\u00e9 \udcfe"],
+                              "2026-12-02T00:00:01Z")
+        kept = pipeline.inbox.get(message_id)
+        assert (kept.versions, kept.unmapped, kept.warnings) == (
+            ["Patient/p/_history/1"], ["ZPI\udcff"], ["caf\u00e9 \udcfe"])
