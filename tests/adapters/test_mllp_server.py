@@ -170,3 +170,13 @@ def test_unreadable_tls_files_say_what_to_do(tmp_path: Path) -> None:
 
     with pytest.raises(ListenerError, match="mllp_tls_cert"):
         tls_context(tmp_path / "none.crt", tmp_path / "none.key")
+
+
+def test_frames_sent_ahead_are_answered_in_order_even_past_the_reading_pause(mllp_server: MllpServer, adt: bytes) -> None:
+    """A sender that does not wait for its ACKs: every frame answered, in order, one at a time
+    (more frames than the listener buffers before it stops reading)."""
+    from adapters.mllp.server import MAX_WAITING
+
+    messages = variants(adt, 2 * MAX_WAITING + 20, "AHEAD")
+    answers = acks_from(exchange(mllp_server.port, b"".join(VT + m + FS + CR for m in messages), timeout=60))
+    assert answers == [("AA", f"AHEAD-{i}") for i in range(len(messages))]
