@@ -71,9 +71,9 @@ class _Connection(asyncio.Protocol):
 
     A protocol rather than a stream reader and writer, because the listener shares the process with
     the writer: callbacks cost less than a coroutine's reads, timeouts and drains per message (0.1 ms
-    of CPU a message before).  Reading pauses while more than :data:`MAX_WAITING` frames wait or the
-    sender does not read its acknowledgements; a connection with nothing received and nothing in
-    hand for ``idle_timeout`` seconds is closed."""
+    of CPU a message before).  Frames are handed over only while the sender reads its
+    acknowledgements, and reading pauses while more than :data:`MAX_WAITING` frames wait; a
+    connection with nothing received, answered or in hand for ``idle_timeout`` seconds is closed."""
 
     def __init__(self, server: MllpServer, loop: asyncio.AbstractEventLoop) -> None:
         self.server, self.loop = server, loop
@@ -109,10 +109,11 @@ class _Connection(asyncio.Protocol):
         self._hand_over()
 
     def eof_received(self) -> bool:
-        """The sender has sent all it will (a half-close): answer what came, then close."""
+        """The sender has sent all it will (a half-close): answer what came, then close.  (TLS has
+        no half-close: its transport closes whatever this answers.)"""
         self.ended = True
         self._hand_over()
-        return True  # keep the connection open for the answers
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
 
     def _hand_over(self) -> None:
         """The next waiting frame to the ingestor, unless one is in hand or the sender is not reading;
@@ -160,7 +161,9 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         quiet = self.loop.time() - self.last_heard
-        if quiet >= self.server.idle_timeout and not self.in_hand and not self.waiting:
+        # idle: nothing received or answered for the timeout, and nothing in hand; frames waiting
+        # only count while their answers can be written (a sender that never reads is idle too)
+        if quiet >= self.server.idle_timeout and not self.in_hand and (not self.waiting or self.write_paused):
             log.info("%s: connection ended (idle for %.0f s)", self.source, quiet)
             self._close()
             return

@@ -180,3 +180,98 @@ def test_frames_sent_ahead_are_answered_in_order_even_past_the_reading_pause(mll
     messages = variants(adt, 2 * MAX_WAITING + 20, "AHEAD")
     answers = acks_from(exchange(mllp_server.port, b"".join(VT + m + FS + CR for m in messages), timeout=60))
     assert answers == [("AA", f"AHEAD-{i}") for i in range(len(messages))]
+
+
+def test_a_sender_that_sends_and_never_reads_gets_its_answers_buffered_then_the_close(pipeline, adt: bytes) -> None:
+    """Frames sent without reading a single ACK: the listener answers what it read, then, idle,
+    closes the connection; nothing hangs."""
+    import time
+
+    ingestor = Ingestor(pipeline.ingest_many).start()
+    thread = MllpThread(MllpServer(ingestor, "127.0.0.1", 0, idle_timeout=1.0)).start()
+    try:
+        [message] = variants(adt, 1, "NOREAD")
+        frame_bytes = VT + message + FS + CR  # the same message again: kept once, answered each time
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        with sock:
+            sock.connect(("127.0.0.1", thread.server.port))
+            sock.settimeout(0.5)
+            sent = 0
+            try:
+                for _ in range(3000):
+                    sock.sendall(frame_bytes)
+                    sent += 1
+            except TimeoutError:
+                pass
+            sock.settimeout(30)
+            start = time.monotonic()
+            received = b""
+            while chunk := sock.recv(65536):  # what was answered, then the close
+                received += chunk
+            assert time.monotonic() - start < 20
+        answers = acks_from(received)
+        assert 0 < len(answers) <= sent + 1 and set(answers) == {("AA", "NOREAD-0")}
+        assert pipeline.inbox.counts() == {"stored": 1}
+    finally:
+        thread.stop()
+        ingestor.stop()
+
+
+class _StubTransport:
+    """Stands in for a socket whose peer never reads: that cannot be produced quickly for real (the
+    kernel holds megabytes of ACKs before the listener's transport pauses writing)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.paused_reading = False
+
+    def get_extra_info(self, name: str, default=None):  # type: ignore[no-untyped-def]
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.paused_reading = True
+
+    def resume_reading(self) -> None:
+        self.paused_reading = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+def test_idle_means_nothing_received_answered_or_in_hand_and_counts_frames_that_cannot_be_answered() -> None:
+    import asyncio
+
+    from adapters.mllp.server import _Connection
+
+    class Waiting:  # an ingestor that takes frames and never answers (answers come in the test)
+        def __init__(self) -> None:
+            self.futures: list[asyncio.Future] = []
+
+        def submit_to_loop(self, raw, source, loop):  # type: ignore[no-untyped-def]
+            self.futures.append(loop.create_future())
+            return self.futures[-1]
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        ingestor = Waiting()
+        server = MllpServer(ingestor, idle_timeout=0.2)  # type: ignore[arg-type]
+        busy, stuck = _Connection(server, loop), _Connection(server, loop)
+        busy.connection_made(_StubTransport())  # type: ignore[arg-type]
+        stuck.connection_made(_StubTransport())  # type: ignore[arg-type]
+        busy.data_received(VT + b"MSH|^~\\&|A" + FS + CR)  # in hand for longer than the timeout: not idle
+        stuck.pause_writing()  # its peer stopped reading ACKs
+        stuck.data_received((VT + b"MSH|^~\\&|B" + FS + CR) * 3)  # so these wait, unanswered
+        assert len(ingestor.futures) == 1 and len(stuck.waiting) == 3
+        await asyncio.sleep(0.6)
+        assert not busy.transport.closed and stuck.transport.closed  # type: ignore[union-attr]
+        busy.connection_lost(None)
+        stuck.connection_lost(None)
+        assert server.connections == 0
+
+    asyncio.run(scenario())
+
+
