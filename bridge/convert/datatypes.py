@@ -119,6 +119,7 @@ def structured_numeric(comps: Components, where: str) -> dict | None:
 
 # Text formats that never name the value in an error or warning: no location is built for them.
 _REMEMBERED = 1024  # distinct coding systems or assigning authorities kept; more, and they are forgotten
+_REMEMBERED_TIMES = 4096  # distinct date/time texts kept; more, and they are forgotten
 SILENT = frozenset({"ST", "TX", "FT", "ID", "IS", "B64", "CODING_SYSTEM"})
 
 
@@ -140,6 +141,24 @@ def _remembered(compute: Callable[[Any], str | None], key_of: Callable[[Any], An
     return lookup
 
 
+def _system_key(comps: Components) -> tuple[str, ...]:
+    """What :func:`system_uri` reads of an HD: the first subcomponent of its first three components
+    (``tuple(subs[0].strip() if subs else "" for subs in comps[:3])``, without the generator)."""
+    n = len(comps)
+    if not n:
+        return ()
+    subs = comps[0]
+    first_ = subs[0].strip() if subs else ""
+    if n == 1:
+        return (first_,)
+    subs = comps[1]
+    second = subs[0].strip() if subs else ""
+    if n == 2:
+        return (first_, second)
+    subs = comps[2]
+    return (first_, second, subs[0].strip() if subs else "")
+
+
 def formats(m: Mappings) -> tuple[dict[str, TextFormat], dict[str, Callable[[Components, str], Any]]]:
     """The primitive datatypes of loader.PRIMITIVES with the settings and tables they read bound.
 
@@ -152,12 +171,19 @@ def formats(m: Mappings) -> tuple[dict[str, TextFormat], dict[str, Callable[[Com
     authorities = m.vocabulary.get("assigning-authority", {}).get("map", {})
     namespace_prefix = m.settings.get("namespace_prefix", "urn:hl7v2:namespace:")
 
+    times: dict[str, str] = {}  # text -> FHIR dateTime: a message repeats its times (MSH-7, EVN-2, ORC-9, OBR-22)
+
     def datetime(text: str, where: str) -> str:
-        return p.to_datetime(text, where, timezone)
+        value = times.get(text)
+        if value is None:  # where names the value only in an error, and a malformed text is not kept
+            value = p.to_datetime(text, where, timezone)
+            if len(times) >= _REMEMBERED_TIMES:
+                times.clear()
+            times[text] = value
+        return value
 
     code_system = _remembered(lambda text: coding_system_uri(text, systems, code_prefix))
-    system = _remembered(lambda comps: system_uri(comps, authorities, namespace_prefix),
-                         key_of=lambda comps: tuple(subs[0].strip() if subs else "" for subs in comps[:3]))
+    system = _remembered(lambda comps: system_uri(comps, authorities, namespace_prefix), key_of=_system_key)
 
     text: dict[str, TextFormat] = {
         "ST": p.to_string, "TX": p.to_string, "FT": p.to_string,

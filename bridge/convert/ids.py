@@ -149,8 +149,15 @@ def assign_ids(records: list, header: MessageHeader, id_settings: dict, secret: 
         """Settle the values of a dict or list in place; the keys or indices left empty, if any."""
         empty = None
         for k, v in items:
-            if v.__class__ is str:  # most values: no call
+            cls = v.__class__
+            if cls is str:  # most values: no call
                 if v:
+                    continue
+            elif cls is dict:  # what kept() does with a container, without the call
+                if settle_dict(v):
+                    continue
+            elif cls is list:
+                if settle_list(v):
                     continue
             else:
                 new = kept(v)

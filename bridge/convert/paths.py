@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 Setter = Callable[[dict, Any], None]
@@ -207,9 +207,22 @@ def copy_json(value: Any) -> Any:
 
 def copier(value: Any) -> Callable[[], Any]:
     """:func:`copy_json` of one constant of the mappings, planned once: only its containers are copied
-    when it is called (constants are copied for every use, and most are small and flat)."""
+    when it is called (constants are copied for every use, and most are small and flat), by the
+    compiled builder of its shape (:func:`builder`) when it has containers in it (a flat one is
+    copied faster by ``dict()`` or ``list()``)."""
+    if isinstance(value, dict | list) and any(
+            isinstance(v, dict | list) for v in (value.values() if isinstance(value, dict) else value)):
+        flat = flatten(value)
+        if flat is not None:
+            shape, leaves = flat
+            return partial(builder(shape), *leaves) if leaves else builder(shape)
+    return _planned(value)
+
+
+def _planned(value: Any) -> Callable[[], Any]:
+    """:func:`copier` without a builder: a closure per container."""
     if isinstance(value, dict):
-        nested_items = tuple((k, copier(v)) for k, v in value.items() if isinstance(v, dict | list))
+        nested_items = tuple((k, _planned(v)) for k, v in value.items() if isinstance(v, dict | list))
 
         def copy_dict() -> dict:
             out = dict(value)
@@ -218,7 +231,7 @@ def copier(value: Any) -> Callable[[], Any]:
             return out
         return copy_dict if nested_items else (lambda: dict(value))
     if isinstance(value, list):
-        nested = tuple((i, copier(v)) for i, v in enumerate(value) if isinstance(v, dict | list))
+        nested = tuple((i, _planned(v)) for i, v in enumerate(value) if isinstance(v, dict | list))
 
         def copy_list() -> list:
             out = list(value)
@@ -227,3 +240,91 @@ def copier(value: Any) -> Callable[[], Any]:
             return out
         return copy_list if nested else (lambda: list(value))
     return lambda: value
+
+
+# -- copies by compiled builders -----------------------------------------------------------------------
+# A value kept by a field rule (values.Kept) is copied each time its text comes again, a constant of
+# the mappings each time it is used.  Such a value is seen as its shape (the containers and their
+# keys) and its leaves; each shape becomes one function that builds all the containers in one
+# expression, so that a copy costs no call per container.  Shapes are few (a doctor's XCN, a bed's
+# PL, a coding constant): each is compiled once.
+
+Shape = tuple | None  # ("d", ((key, shape), ...)) | ("l", (shape, ...)) | None for a leaf
+_BUILDERS: dict[Shape, Callable[..., Any]] = {}
+_REMEMBERED_SHAPES = 1024  # compiled shapes kept; more, and they are forgotten
+_LARGEST_SHAPE = 256  # leaves; a larger value is copied the general way (_planned)
+_DEEPEST_SHAPE = 32  # containers in containers; deeper, the same (Python's parser refuses 200 levels)
+
+
+class _Unfit(Exception):
+    """A value whose shape is not compiled: a key that is not text, too many leaves, too deep."""
+
+
+def flatten(value: Any) -> tuple[Shape, tuple] | None:
+    """The shape of a JSON-like value and its leaves (anything but a dict or list: what
+    :func:`copy_json` shares) in order; None for a value :func:`builder` does not take (a key that
+    is not text, more than :data:`_LARGEST_SHAPE` leaves, more than :data:`_DEEPEST_SHAPE` levels)."""
+    leaves: list = []
+    try:
+        shape = _shape(value, leaves, 0)
+    except _Unfit:
+        return None
+    return shape, tuple(leaves)
+
+
+def _shape(value: Any, leaves: list, depth: int) -> Shape:
+    if depth > _DEEPEST_SHAPE:
+        raise _Unfit
+    if isinstance(value, dict):
+        items = []
+        for k, v in value.items():
+            if k.__class__ is not str:
+                raise _Unfit
+            if isinstance(v, dict | list):
+                items.append((k, _shape(v, leaves, depth + 1)))
+            else:
+                leaves.append(v)
+                items.append((k, None))
+        shape: Shape = ("d", tuple(items))
+    elif isinstance(value, list):
+        shapes = []
+        for v in value:
+            if isinstance(v, dict | list):
+                shapes.append(_shape(v, leaves, depth + 1))
+            else:
+                leaves.append(v)
+                shapes.append(None)
+        shape = ("l", tuple(shapes))
+    else:
+        leaves.append(value)
+        return None
+    if len(leaves) > _LARGEST_SHAPE:
+        raise _Unfit
+    return shape
+
+
+def builder(shape: Shape) -> Callable[..., Any]:
+    """The function making a fresh value of ``shape`` from its leaves, given as arguments in
+    :func:`flatten`'s order: ``build(*leaves)`` equals ``copy_json`` of the value flattened."""
+    known = _BUILDERS.get(shape)
+    if known is None:
+        count = 0
+
+        def source(s: Shape) -> str:
+            nonlocal count
+            if s is None:
+                count += 1
+                return f"_{count - 1}"
+            kind, parts = s
+            if kind == "d":
+                return "{" + ", ".join(f"{k!r}: {source(v)}" for k, v in parts) + "}"
+            return "[" + ", ".join(source(v) for v in parts) + "]"
+
+        body = source(shape)
+        namespace: dict[str, Any] = {}
+        # keys are written as repr() of text, the leaves are the arguments: no data becomes code
+        exec(f"def build({', '.join(f'_{i}' for i in range(count))}):\n    return {body}\n", namespace)
+        if len(_BUILDERS) >= _REMEMBERED_SHAPES:
+            _BUILDERS.clear()
+        known = _BUILDERS[shape] = namespace["build"]
+    return known

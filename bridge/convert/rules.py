@@ -258,6 +258,8 @@ def field_rule(rule: dict, n: int, compiler: Compiler) -> FieldFn:
     known: dict[str, tuple] = {}
     maybe_header = n <= 2  # MSH-1 and MSH-2 are read apart (field_values): never kept
 
+    plain = not has_constant and not resource and wrap is None  # put is place
+
     def put(build: Any, record: Any, target: dict, value: Any, where: str) -> None:
         if has_constant:  # a constant implied by the field being valued (discharge time -> finished)
             value = constant()
@@ -279,6 +281,19 @@ def field_rule(rule: dict, n: int, compiler: Compiler) -> FieldFn:
         kept = known.get(raw)
         if kept is not None and (kept[0] is d or kept[0] == d) and not (maybe_header and seg.name in HEADER_SEGMENTS):
             single = kept[1]
+            if single:  # one repetition (most fields): one value or none
+                value = kept[2][0]
+                if value is None:
+                    return False
+                if text is None:
+                    value = value()
+                if plain:
+                    place(target, value)
+                    if dirty:
+                        record.dirty = True
+                else:
+                    put(build, record, target, value, label + suffix)
+                return True
             used = False
             for index, value in enumerate(kept[2], start=1):  # the list ends at the value a single rule puts
                 if value is not None:

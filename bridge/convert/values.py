@@ -205,8 +205,9 @@ class Compiler:
 class Kept:
     """A value converted once and kept for the next time the same text comes (see
     ``rules.field_rule``), handed out as copies: each caller fills, merges and prunes containers of
-    its own.  Called, a copy; the copy is planned (:func:`paths.copier`) when it is first asked for,
-    so that a value seen only once costs no more than a snapshot."""
+    its own.  Called, a copy; the copy is planned (:func:`paths.copier`: the compiled builder of the
+    value's shape, given its leaves) when it is first asked for, so that a value seen only once costs
+    no more than a snapshot."""
 
     __slots__ = ("value", "copy")
 

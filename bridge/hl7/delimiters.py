@@ -22,6 +22,11 @@ class Delimiters:
 
 
 DEFAULT = Delimiters()
+# What the header lines of a feed declare, read once: (segment name, field separator, encoding
+# characters, strict) -> (the Delimiters, the warnings).  The same object for every message, so that
+# what was worked out for one message's delimiters (rules.field_rule) is recognised by identity.
+_READ: dict[tuple[str, str, str, bool], tuple[Delimiters, tuple[str, ...]]] = {}
+_REMEMBERED = 64  # distinct declarations kept; more, and they are forgotten
 
 
 def read_delimiters(header_line: str, strict: bool = True) -> tuple[Delimiters, list[str]]:
@@ -31,15 +36,26 @@ def read_delimiters(header_line: str, strict: bool = True) -> tuple[Delimiters, 
     characters, duplicates, whitespace); the lenient mode, used to read a header well enough
     to acknowledge a broken message, fills gaps with defaults instead.
     """
-    warnings: list[str] = []
-    where = f"{header_line[:3]}-2"
     if len(header_line) < 4:
         raise HL7Error("102", f"{header_line[:3]}-1", "no field separator after the segment name")
     field = header_line[3]
-    if field.isalnum() or field in " \r\n":
-        raise HL7Error("102", f"{header_line[:3]}-1", f"field separator {field!r} is not usable")
     end = header_line.find(field, 4)
     chars = header_line[4:] if end < 0 else header_line[4:end]
+    key = (header_line[:3], field, chars, strict)
+    known = _READ.get(key)
+    if known is None:
+        if len(_READ) >= _REMEMBERED:
+            _READ.clear()
+        delimiters, warnings = _read(header_line[:3], field, chars, strict)  # raises for what is refused
+        known = _READ[key] = (delimiters, tuple(warnings))
+    return known[0], list(known[1])
+
+
+def _read(name: str, field: str, chars: str, strict: bool) -> tuple[Delimiters, list[str]]:
+    warnings: list[str] = []
+    where = f"{name}-2"
+    if field.isalnum() or field in " \r\n":
+        raise HL7Error("102", f"{name}-1", f"field separator {field!r} is not usable")
     if len(chars) == 5 and chars[2] == chars[3] == "\\":
         # "^~\\&": a doubled escape character left by string-escaping in the sender's source code.
         chars = chars[:3] + chars[4:]
