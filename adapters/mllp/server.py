@@ -82,7 +82,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.source = "mllp:?:0"
         self.in_hand = False  # a frame is being ingested; its answer comes next
-        self.write_paused = self.read_paused = self.closed = self.ended = False
+        self.write_paused = self.read_paused = self.ended = False
+        self.closing = self.closed = False  # closing: asked to close; closed: the connection is gone
         self.last_heard = loop.time()
         self.idle: asyncio.TimerHandle | None = None
 
@@ -118,7 +119,7 @@ class _Connection(asyncio.Protocol):
     def _hand_over(self) -> None:
         """The next waiting frame to the ingestor, unless one is in hand or the sender is not reading;
         once the sender has ended and all is answered, the close."""
-        if self.in_hand or self.write_paused or self.closed:
+        if self.in_hand or self.write_paused or self.closing:
             return
         if not self.waiting:
             if self.ended:
@@ -133,7 +134,7 @@ class _Connection(asyncio.Protocol):
 
     def _answer(self, future: asyncio.Future) -> None:
         self.in_hand = False
-        if self.closed or future.cancelled():
+        if self.closing or self.closed or future.cancelled():
             return
         error = future.exception()
         if error is not None:
@@ -158,7 +159,7 @@ class _Connection(asyncio.Protocol):
         self._hand_over()
 
     def _check_idle(self) -> None:
-        if self.closed:
+        if self.closing:
             return
         quiet = self.loop.time() - self.last_heard
         # idle: nothing received or answered for the timeout, and nothing in hand; frames waiting
@@ -170,13 +171,15 @@ class _Connection(asyncio.Protocol):
         self.idle = self.loop.call_later(max(self.server.idle_timeout - quiet, 0.05), self._check_idle)
 
     def _close(self) -> None:
-        if not self.closed and self.transport is not None:
+        """Close (once the answers written so far are sent); no further frame is handed over."""
+        if not self.closing and self.transport is not None:
+            self.closing = True
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed or self.transport is None:  # (no connection_made: a TLS handshake failed)
             return
-        self.closed = True
+        self.closed = self.closing = True
         self.server.connections -= 1
         if self.idle is not None:
             self.idle.cancel()
