@@ -275,3 +275,39 @@ def test_idle_means_nothing_received_answered_or_in_hand_and_counts_frames_that_
     asyncio.run(scenario())
 
 
+
+
+def test_after_a_framing_error_no_waiting_frame_is_handed_over() -> None:
+    """The connection is closing: frames that came before the bad bytes but wait their turn are not
+    ingested (their sender got no ACK and resends), and the one in hand gets no ACK either."""
+    import asyncio
+
+    from adapters.mllp.server import _Connection
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        submitted: list[asyncio.Future] = []
+
+        class Waiting:
+            def submit_to_loop(self, raw, source, loop):  # type: ignore[no-untyped-def]
+                submitted.append(loop.create_future())
+                return submitted[-1]
+
+        server = MllpServer(Waiting(), max_frame=64)  # type: ignore[arg-type]
+        connection = _Connection(server, loop)
+        transport = _StubTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received((VT + b"MSH|^~\\\\&|A" + FS + CR) * 3)  # one in hand, two waiting
+        connection.data_received(VT + b"X" * 100 + FS + CR)  # larger than max_frame
+        assert transport.closed and len(submitted) == 1
+        class Outcome:
+            def acknowledgements(self) -> list:
+                return [("AA", b"MSH|^~\\&|ACK")]
+
+        submitted[0].set_result(Outcome())  # its outcome comes after the close was asked
+        await asyncio.sleep(0)
+        assert len(submitted) == 1
+        connection.connection_lost(None)
+        assert server.connections == 0
+
+    asyncio.run(scenario())
