@@ -278,8 +278,9 @@ def field_rule(rule: dict, n: int, compiler: Compiler) -> FieldFn:
             return False
         raw = fields[n] if 0 < n < len(fields) else ""
         d = seg.delimiters
+        keep = not (maybe_header and seg.name in HEADER_SEGMENTS)
         kept = known.get(raw)
-        if kept is not None and (kept[0] is d or kept[0] == d) and not (maybe_header and seg.name in HEADER_SEGMENTS):
+        if kept is not None and (kept[0] is d or kept[0] == d) and keep:
             single = kept[1]
             if single:  # one repetition (most fields): one value or none
                 value = kept[2][0]
@@ -297,8 +298,7 @@ def field_rule(rule: dict, n: int, compiler: Compiler) -> FieldFn:
             used = False
             for index, value in enumerate(kept[2], start=1):  # the list ends at the value a single rule puts
                 if value is not None:
-                    put(build, record, target, value if text is not None else value(),
-                        label + suffix if single else f"{label}{suffix}[{index}]")
+                    put(build, record, target, value if text is not None else value(), f"{label}{suffix}[{index}]")
                     used = True
             return used
         reps = values.get(n)
@@ -330,7 +330,7 @@ def field_rule(rule: dict, n: int, compiler: Compiler) -> FieldFn:
             used = True
             if not repeat:
                 break
-        if len(build.warnings) == warned and not (maybe_header and seg.name in HEADER_SEGMENTS):
+        if len(build.warnings) == warned and keep:
             if len(known) >= _REMEMBERED_FIELDS:
                 known.clear()
             known[raw] = (d, single, outcome)
