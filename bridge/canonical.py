@@ -48,6 +48,14 @@ _CHARACTER_DIFFERS = re.compile(r"[\U00010000-\U0010FFFF\ud800-\udfff]")
 # The same two searches in UTF-8 output: an astral character is the one whose encoding starts with
 # F0-F4 (orjson refuses lone surrogates)
 _NUMBER_DIFFERS_UTF8 = re.compile(_NUMBER_DIFFERS.pattern.encode("ascii"))
+# What every match of that search holds: a character a number token may end with, followed by
+# ",", "]" or "}".  Translating to "0" and "1" and looking for b"01" is about eight times cheaper than
+# the search (1.5 against 12.6 microseconds for a converted resource: times such as "12:30" make
+# it try every alternative), so the search runs only on output that may match: a resource with a
+# number, or text with a digit before a comma.
+_NUMBER_EDGES = bytes(
+    ord("0") if chr(b) in "0123456789.eE+-" else ord("1") if chr(b) in ",]}" else ord(".") for b in range(256)
+)
 _ASTRAL_UTF8 = re.compile(rb"[\xf0-\xf4]")
 
 
@@ -61,7 +69,7 @@ def canonical(value: Any) -> bytes:
         return _canonical_via_json(value)
     if b"null" in data:  # maybe a NaN or an infinity that orjson wrote as null
         return _canonical_via_json(value)
-    if _NUMBER_DIFFERS_UTF8.search(data) is not None:
+    if b"01" in data.translate(_NUMBER_EDGES) and _NUMBER_DIFFERS_UTF8.search(data) is not None:
         return rfc8785.dumps(value)
     if not data.isascii() and _ASTRAL_UTF8.search(data) is not None:
         return rfc8785.dumps(value)

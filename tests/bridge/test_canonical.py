@@ -85,6 +85,27 @@ def test_one_search_finds_a_differing_number_token_exactly_when_the_rule_does(te
     assert (_NUMBER_DIFFERS.search(text) is not None) == by_rule
 
 
+@settings(max_examples=2000, deadline=None)
+@given(_number_text)
+@example(":1.0]")
+@example("[1e+,")
+@example('"12:30",')
+def test_the_cheap_filter_passes_whatever_the_search_would_find(text: str) -> None:
+    """The translation is only a pre-filter: output it turns away must hold no match of the search."""
+    from bridge.canonical import _NUMBER_DIFFERS_UTF8, _NUMBER_EDGES
+
+    data = text.encode("utf-8")
+    if _NUMBER_DIFFERS_UTF8.search(data) is not None:
+        assert b"01" in data.translate(_NUMBER_EDGES)
+
+
+def test_a_float_after_a_time_string_still_takes_the_jcs_path() -> None:
+    value = {"a": "12:30", "b": [1e-05, 2.0], "c": 1e16}
+    assert canonical(value) == rfc8785.dumps(value) == b'{"a":"12:30","b":[0.00001,2],"c":10000000000000000}'
+    with pytest.raises(rfc8785.IntegerDomainError):
+        canonical({"a": "12:30", "b": 2**53})
+
+
 def test_every_corpus_fhir_document_agrees() -> None:
     files = sorted(CORPUS.rglob("*.json"))
     assert len(files) > 100, f"the FHIR corpus is missing from {CORPUS}"
