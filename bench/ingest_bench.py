@@ -39,6 +39,7 @@ from adapters.mllp.ingestor import Ingestor  # noqa: E402
 from adapters.mllp.server import MllpServer, MllpThread  # noqa: E402
 from anchoring.log import MerkleLog  # noqa: E402
 from bridge.db import open_database  # noqa: E402
+from bridge.heap import settle_heap  # noqa: E402
 from bridge.hl7.parser import parse  # noqa: E402
 from bridge.pipeline import Incoming, Pipeline, pipeline_from_config, prepare  # noqa: E402
 from tests.ingest_support import feed_variants  # noqa: E402
@@ -207,6 +208,7 @@ def main() -> int:
 
         seq = threading.Thread(target=sequencer, daemon=True)
         seq.start()
+        settle_heap()  # as `serve` does once started
         workers_before = {pid: cpu_seconds(pid) for pid in _worker_pids(pipeline)}
         main_before = time.process_time()
         client = subprocess.run(

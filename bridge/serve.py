@@ -24,6 +24,7 @@ from .anchor_service import anchor_round, open_anchorer
 from .audit_spool import SpoolFolder, spool_directory
 from .config import ENV_PREFIX, Config
 from .fhir_data import FhirData
+from .heap import settle_heap
 from .services import Services, open_services
 
 log = logging.getLogger("fhir_bridge.serve")
@@ -117,6 +118,7 @@ def serve(config: Config) -> int:
     listeners = _start_ingest(config, services)
     api = subprocess.Popen(_gunicorn_command(config), env=_child_env(config))
     log.info("serving the API on http://%s:%s (gunicorn pid %s)", config.host, config.port, api.pid)
+    settle_heap()  # after start-up: what it made lives as long as the process
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
