@@ -183,7 +183,7 @@ def test_a_repeated_resource_is_validated_once_and_a_changed_type_is_not_taken_f
     def run(resources: list[dict]) -> list:
         return pipeline_module.prepare(b"", lambda _: Conversion(header, resources), validate).canonical
 
-    pipeline_module._VALIDATED.clear()
+    pipeline_module.forget_checked()
     try:
         one = {"resourceType": "Basic", "id": "b1", "extension": [{"url": "u", "valueInteger": 1}]}
         first = run([one])[0]
@@ -197,7 +197,83 @@ def test_a_repeated_resource_is_validated_once_and_a_changed_type_is_not_taken_f
             assert got.key == content_key(changed) != first.key and checked[-1] is changed
         assert len(checked) == 4
     finally:
-        pipeline_module._VALIDATED.clear()
+        pipeline_module.forget_checked()
+
+
+
+def _exact_tries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each resource whose exact key is computed (its id)."""
+    from bridge import pipeline as pipeline_module
+
+    tried: list[str] = []
+    real = pipeline_module._exact_key
+
+    def spy(resource: dict) -> bytes | None:
+        tried.append(resource["id"])
+        return real(resource)
+
+    monkeypatch.setattr(pipeline_module, "_exact_key", spy)
+    return tried
+
+
+def test_exact_keys_are_left_out_for_a_type_whose_content_never_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge import ack
+    from bridge import pipeline as pipeline_module
+    from bridge.hl7.types import Conversion
+
+    use = pipeline_module._ExactKeyUse
+    header = ack.best_effort_header(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5")
+    validated: list[str] = []
+
+    def run(resources: list[dict]) -> list:
+        return pipeline_module.prepare(b"", lambda _: Conversion(header, resources), lambda r: validated.append(r["id"])).canonical
+
+    pipeline_module.forget_checked()
+    tried = _exact_tries(monkeypatch)
+    try:
+        doctor = {"resourceType": "Practitioner", "id": "d1", "name": [{"family": "Who"}]}
+        for n in range(use.WINDOW + 4 * use.PROBE_EVERY):
+            run([{"resourceType": "Basic", "id": f"b{n}"}, dict(doctor)])
+        basic = [t for t in tried if t.startswith("b")]
+        # every one in the first window, then one in PROBE_EVERY
+        assert basic[: use.WINDOW] == [f"b{n}" for n in range(use.WINDOW)]
+        assert len(basic) == use.WINDOW + 4
+        # the repeated doctor keeps its exact key: tried every time, validated once
+        assert tried.count("d1") == use.WINDOW + 4 * use.PROBE_EVERY and validated.count("d1") == 1
+        # content met before is still not validated again without its exact key: the content key finds it
+        before = len(validated)
+        again = run([{"resourceType": "Basic", "id": "b1"}])[0]
+        assert len(validated) == before and again.res_id == "b1"
+    finally:
+        pipeline_module.forget_checked()
+
+
+def test_a_type_that_starts_repeating_gets_its_exact_key_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge import ack
+    from bridge import pipeline as pipeline_module
+    from bridge.hl7.types import Conversion
+
+    use = pipeline_module._ExactKeyUse
+    header = ack.best_effort_header(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5")
+
+    def run(resource: dict) -> None:
+        pipeline_module.prepare(b"", lambda _: Conversion(header, [resource]), lambda r: None)
+
+    pipeline_module.forget_checked()
+    tried = _exact_tries(monkeypatch)
+    try:
+        for n in range(use.WINDOW):
+            run({"resourceType": "Basic", "id": f"new{n}"})  # judged not worth it
+        tried.clear()
+        for _ in range(use.WINDOW * use.PROBE_EVERY):
+            run({"resourceType": "Basic", "id": "same"})  # the probes find it every time
+        assert len(tried) == use.WINDOW  # one in PROBE_EVERY while judged not worth it
+        tried.clear()
+        for _ in range(10):
+            run({"resourceType": "Basic", "id": "same"})
+        assert len(tried) == 10  # worth it again: every one
+    finally:
+        pipeline_module.forget_checked()
 
 
 def test_a_single_message_goes_to_the_workers_too(adt: bytes, tmp_path: Path) -> None:
