@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from anchoring.db import Cursor
@@ -250,21 +250,6 @@ def values_at(resource: dict, path: str) -> list[Any]:
     return out
 
 
-def _tokens(value: Any) -> Iterator[str]:
-    """Index forms of a code, Coding, CodeableConcept or Identifier: ``code`` and ``system|code``."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        if "coding" in value:
-            for coding in value.get("coding") or []:
-                yield from _tokens(coding)
-            return
-        code = value.get("code", value.get("value"))
-        if isinstance(code, str):
-            yield code
-            yield f"{value.get('system', '')}|{code}"
-
-
 def _reference(value: Any) -> str | None:
     ref = value.get("reference") if isinstance(value, dict) else None
     return ref if isinstance(ref, str) and ref.count("/") == 1 else None
@@ -285,41 +270,182 @@ def patient_of(resource: dict) -> str | None:
     return None
 
 
-def _compiled(res_type: str) -> list[tuple[str, str, list[tuple[str, ...]]]]:
-    """PARAMETERS of a type with paths split once: (name, kind, paths)."""
+# extract's plan per type: the PARAMETERS paths merged into a tree by segment, so a shared prefix
+# (Patient's name.*) is walked once and a path two parameters share (name.family) is read once.  An
+# entry is (key, fn, arg): the value under key, when not None, goes to fn(value, arg, add).  fn is a
+# kind's adder (arg: the parameter names) or _descend (arg: a _Node).  Lists are walked item by item
+# at every step, as _collect does; a value not indexable by its kind adds nothing.
+_Entry = tuple[str, Callable[[Any, Any, Callable[[tuple[str, str]], None]], None], Any]
+
+
+class _Node(NamedTuple):
+    adders: tuple[tuple[Callable[..., None], tuple[str, ...]], ...]  # the paths ending here
+    children: tuple[_Entry, ...]  # the paths going on
+
+
+def _descend(value: Any, node: _Node, add: Callable[[tuple[str, str]], None]) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _descend(item, node, add)
+        return
+    adders, children = node
+    for adder, names in adders:
+        adder(value, names, add)
+    if children and isinstance(value, dict):
+        for key, fn, arg in children:
+            child = value.get(key)
+            if child is not None:
+                fn(child, arg, add)
+
+
+def _add_tokens(value: Any, names: tuple[str, ...], add: Callable[[tuple[str, str]], None]) -> None:
+    """Index forms of a code, Coding, CodeableConcept or Identifier: ``code`` and ``system|code``."""
+    if isinstance(value, str):
+        for name in names:
+            add((name, value))
+    elif isinstance(value, dict):
+        _add_coded(value, names, add)
+    elif isinstance(value, list):
+        for item in value:  # mostly Identifiers or CodeableConcepts: one call fewer each
+            if isinstance(item, dict):
+                _add_coded(item, names, add)
+            else:
+                _add_tokens(item, names, add)
+
+
+def _add_coded(value: dict, names: tuple[str, ...], add: Callable[[tuple[str, str]], None]) -> None:
+    if "coding" in value:
+        for coding in value["coding"] or ():  # a coding's own lists are not walked
+            if isinstance(coding, str):
+                for name in names:
+                    add((name, coding))
+            elif isinstance(coding, dict):
+                _add_coded(coding, names, add)
+        return
+    code = value["code"] if "code" in value else value.get("value")
+    if isinstance(code, str):
+        system_code = f"{value.get('system', '')}|{code}"
+        for name in names:
+            add((name, code))
+            add((name, system_code))
+
+
+def _add_strings(value: Any, names: tuple[str, ...], add: Callable[[tuple[str, str]], None]) -> None:
+    if isinstance(value, str):
+        lowered = value.lower()
+        for name in names:
+            add((name, lowered))
+    elif isinstance(value, list):
+        for item in value:  # mostly strings (given, prefix): one call fewer each
+            if isinstance(item, str):
+                lowered = item.lower()
+                for name in names:
+                    add((name, lowered))
+            else:
+                _add_strings(item, names, add)
+
+
+def _add_references(value: Any, names: tuple[str, ...], add: Callable[[tuple[str, str]], None]) -> None:
+    if isinstance(value, dict):
+        ref = value.get("reference")  # as _reference
+        if isinstance(ref, str) and ref.count("/") == 1:
+            for name in names:
+                add((name, ref))
+    elif isinstance(value, list):
+        for item in value:
+            _add_references(item, names, add)
+
+
+def _add_dates(value: Any, names: tuple[str, ...], add: Callable[[tuple[str, str]], None]) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _add_dates(item, names, add)
+        return
+    text = _date_text(value)
+    if text is not None:
+        for name in names:
+            add((name, text))
+
+
+_ADDERS = (("token", _add_tokens), ("string", _add_strings), ("date", _add_dates), ("reference", _add_references))
+
+# date_token(value_range(v)), None for what is not a date, by date text or by a Period's (start, end)
+# when both are text or missing (all period_range reads).  Bounded: feed times are mostly new.
+_DATE_TEXTS: dict[Any, str | None] = {}
+_DATE_TEXTS_MAX = 4096
+_UNKNOWN = object()
+
+
+def _date_text(value: Any) -> str | None:
+    key: Any = None
+    if type(value) is str:  # exact types: a subclass could compare equal to a cached key yet parse otherwise
+        key = value
+    elif type(value) is dict:
+        start, end = value.get("start"), value.get("end")
+        if (start is None or type(start) is str) and (end is None or type(end) is str):
+            key = (start, end)
+    if key is not None:
+        text = _DATE_TEXTS.get(key, _UNKNOWN)
+        if text is not _UNKNOWN:
+            return text
+    try:
+        text = date_token(value_range(value))
+    except DateValueError:
+        text = None  # not a date: the resource cannot be found by it (module docstring)
+    if key is not None:
+        if len(_DATE_TEXTS) >= _DATE_TEXTS_MAX:
+            _DATE_TEXTS.clear()
+        _DATE_TEXTS[key] = text
+    return text
+
+
+def _compiled(res_type: str) -> tuple[_Entry, ...]:
+    """extract's plan for a type, made from PARAMETERS at first use (whoever changes PARAMETERS
+    afterwards clears ``_COMPILED``)."""
     found = _COMPILED.get(res_type)
     if found is None:
-        found = [(name, kind, [tuple(p.split(".")) for p in paths])
-                 for name, (kind, paths) in PARAMETERS.get(res_type, {}).items()]
-        _COMPILED[res_type] = found
+        tree: dict[str, Any] = {}  # segment -> [adder -> names, subtree]
+        for name, (kind, paths) in PARAMETERS.get(res_type, {}).items():
+            adder = next((a for k, a in _ADDERS if k == kind), None)
+            if adder is None:
+                continue  # a kind extract does not index
+            for path in paths:
+                *parents, last = path.split(".")
+                level = tree
+                for segment in parents:
+                    level = level.setdefault(segment, [{}, {}])[1]
+                names = level.setdefault(last, [{}, {}])[0].setdefault(adder, {})
+                names[name] = None
+        found = _COMPILED[res_type] = _entries(tree)
     return found
 
 
-_COMPILED: dict[str, list[tuple[str, str, list[tuple[str, ...]]]]] = {}
+def _entries(tree: dict[str, Any]) -> tuple[_Entry, ...]:
+    out: list[_Entry] = []
+    for key, (adders, subtree) in tree.items():
+        if len(adders) == 1 and not subtree:
+            [(adder, names)] = adders.items()
+            out.append((key, adder, tuple(names)))
+        else:
+            out.append((key, _descend, _Node(tuple((a, tuple(n)) for a, n in adders.items()), _entries(subtree))))
+    return tuple(out)
+
+
+_COMPILED: dict[str, tuple[_Entry, ...]] = {}
 
 
 def extract(resource: dict) -> list[tuple[str, str]]:
     """(parameter, value) rows for a resource version; pure."""
+    plan = _compiled(resource.get("resourceType", ""))
+    if not isinstance(resource, dict):
+        return []  # only a dict has elements (as values_at reads them)
     rows: set[tuple[str, str]] = set()
-    for name, kind, paths in _compiled(resource.get("resourceType", "")):
-        values: list[Any] = []
-        for path in paths:
-            _collect(resource, path, 0, values)
-        for value in values:
-            if kind == "token":
-                rows.update((name, t) for t in _tokens(value))
-            elif kind == "string":
-                if isinstance(value, str):
-                    rows.add((name, value.lower()))
-            elif kind == "date":
-                try:
-                    rows.add((name, date_token(value_range(value))))
-                except DateValueError:
-                    pass  # not a date: the resource cannot be found by it (module docstring)
-            elif kind == "reference":
-                ref = _reference(value)
-                if ref:
-                    rows.add((name, ref))
+    add = rows.add
+    get = resource.get
+    for key, fn, arg in plan:
+        value = get(key)
+        if value is not None:
+            fn(value, arg, add)
     return sorted(rows)
 
 
