@@ -16,6 +16,7 @@ range and median), and with ``--json PATH`` writes it all.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -80,21 +81,21 @@ def export(rev: str, into: Path, root: Path = ROOT) -> Path:
     if rev == WORKTREE:
         listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                                 check=True, capture_output=True).stdout.split(b"\0")
-        with tempfile.TemporaryFile() as archive:
-            with tarfile.open(fileobj=archive, mode="w") as tar:
-                for name in filter(None, listed):
-                    path = root / os.fsdecode(name)
-                    if path.exists():
-                        tar.add(path, arcname=os.fsdecode(name), recursive=False)
-            archive.seek(0)
-            with tarfile.open(fileobj=archive) as tar:
-                tar.extractall(into, filter="data")
-        return into
-    archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", rev], capture_output=True)
-    if archive.returncode != 0:
-        raise SystemExit(f"git cannot export {rev!r}: {archive.stderr.decode(errors='replace').strip()}; "
-                         "give a commit, tag or branch of this repository, or WORKTREE")
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for name in filter(None, listed):
+                path = root / os.fsdecode(name)
+                if path.exists():  # listed but deleted in the work tree: not part of it
+                    tar.add(path, arcname=os.fsdecode(name), recursive=False)
+        data = archive.getvalue()
+    else:
+        done = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", rev], capture_output=True)
+        if done.returncode != 0:
+            raise SystemExit(f"git cannot export {rev!r}: {done.stderr.decode(errors='replace').strip()}; "
+                             "give a commit, tag or branch of this repository, or WORKTREE")
+        data = done.stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
     return into
 
 
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     args = parser.parse_args(ours)
     if not theirs:
         parser.error("name the benchmark after --, e.g. -- bench/ingest_bench.py")
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
     script, script_args = theirs[0], theirs[1:]
     metrics = args.metric or ["end_to_end_msgs_per_s"]
     shared = root.parent / "shared"
@@ -137,7 +140,10 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
             reports.append(got)
             line = []
             for m in metrics:
-                pair = (dig(got["base"], m), dig(got["new"], m))
+                try:
+                    pair = (dig(got["base"], m), dig(got["new"], m))
+                except KeyError as exc:
+                    raise SystemExit(f"{exc.args[0]}; name a number the report holds with --metric") from None
                 values[m].append(pair)
                 line.append(f"{m} {pair[0]:g} -> {pair[1]:g}")
             print(f"pair {n + 1}/{args.pairs} ({' then '.join(order)}): " + "; ".join(line), file=sys.stderr, flush=True)

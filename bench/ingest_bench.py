@@ -203,16 +203,16 @@ def main() -> int:
         log = MerkleLog(db, "bench.example/log")
         log.ensure_schema()
         sample = messages(min(args.messages, 500), "W")  # not the messages sent below
-        bare = bare_rates(sample, pipeline_from_config(db).convert)
-        bare["prepare_warm_ms_per_msg"] = warm_prepare_cost(pipeline_from_config(db).convert)
+        convert = pipeline_from_config(db).convert
+        bare = bare_rates(sample, convert)
+        bare["prepare_warm_ms_per_msg"] = warm_prepare_cost(convert)
         if not args.database_url:
-            bare["store_log_msgs_per_s"] = storage_rate(sample, pipeline_from_config(db).convert,
-                                                        f"sqlite:///{tmp}/storage.db", args.group)
+            bare["store_log_msgs_per_s"] = storage_rate(sample, convert, f"sqlite:///{tmp}/storage.db", args.group)
         from bridge import pipeline as pipeline_module
 
         pipeline_module.forget_checked()
         if args.preconverted:
-            real = pipeline_from_config(db).convert
+            real = convert
             converted = {m: real(m) for m in messages(args.messages)}
             pipeline = Pipeline(db, converted.__getitem__)
             args.workers = 0

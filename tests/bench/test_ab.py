@@ -88,3 +88,8 @@ def test_the_last_json_object_printed_is_the_report() -> None:
     assert ab.last_json_object(text) == {"b": {"c": 2}}
     with pytest.raises(ValueError, match="no JSON object"):
         ab.last_json_object("[1, 2]\nplain text\n")
+
+
+def test_a_metric_missing_from_the_report_stops_with_what_to_do(repo: Path) -> None:
+    with pytest.raises(SystemExit, match="rate.median: .*name a number the report holds with --metric"):
+        ab.main(["HEAD~1", "HEAD", "--pairs", "1", "--metric", "rate.median", "--", "bench/fake.py"], root=repo)
