@@ -248,6 +248,27 @@ class _Work:
     prepared: Prepared | None = None
 
 
+class _Begun:
+    """A group's headers, hashes and time of receipt, and which of its messages are to be converted
+    (those with a readable header, not rejected already): what both halves of preparing need."""
+
+    def __init__(self, pipeline: Pipeline, items: Sequence[Incoming]) -> None:
+        self.items = list(items)
+        self.heads = [pipeline.header(item.raw) for item in self.items]
+        self.digests = [content_sha256(item.raw) for item in self.items]
+        self.now = pipeline.clock()
+        self.todo = [i for i, (item, (_, ok, _)) in enumerate(zip(self.items, self.heads, strict=True))
+                     if ok and item.rejected is None]
+        self.raws = [self.items[i].raw for i in self.todo]
+
+    def group(self, results: list[Prepared]) -> PreparedGroup:
+        """The group, with ``results`` (one per message to convert, in order) in their places."""
+        prepared: list[Prepared | None] = [None] * len(self.items)
+        for i, result in zip(self.todo, results, strict=True):
+            prepared[i] = result
+        return PreparedGroup(self.items, self.now, self.heads, self.digests, prepared)
+
+
 class Pipeline:
     """Ingest for every adapter.  ``convert`` is the conversion engine bound to its mappings."""
 
@@ -305,9 +326,32 @@ class Pipeline:
     def prepare_group(self, items: Sequence[Incoming]) -> PreparedGroup:
         """The computing half of :meth:`ingest_many` (headers, hashes, conversion): no database, so a
         group can be converted while the one before it is stored.  Never raises."""
-        heads = [self.header(item.raw) for item in items]
-        digests = [content_sha256(item.raw) for item in items]
-        return PreparedGroup(list(items), self.clock(), heads, digests, self._prepare_items(items, heads))
+        begun = _Begun(self, items)
+        return begun.group(self._prepare_raws(begun.raws))
+
+    def start_group(self, items: Sequence[Incoming]) -> Callable[[], PreparedGroup]:
+        """:meth:`prepare_group` begun: the whole group goes to one conversion worker, and the call
+        returned waits for its answer, so that the caller can start the next group on another worker
+        meanwhile.  Without workers (or if they fail) the group is converted in this process, by
+        that call.  Never raises."""
+        begun = _Begun(self, items)
+        submit = getattr(self.prepare_many, "submit", None)
+        answer: Callable[[], list[Prepared]] | None = None
+        if submit is not None and begun.raws:
+            try:
+                answer = submit(begun.raws)
+            except Exception as exc:  # no worker could take it: converted here when asked for
+                log.error("conversion workers failed (%s); converting in this process", exc)
+
+        def finish() -> PreparedGroup:
+            if answer is not None:
+                try:
+                    return begun.group(answer())
+                except Exception as exc:  # the worker died or failed: convert here rather than fail the group
+                    log.error("conversion workers failed (%s); converting in this process", exc)
+            return begun.group([prepare(raw, self.convert) for raw in begun.raws])
+
+        return finish
 
     def store_group(self, group: PreparedGroup) -> list[Outcome]:
         """The storing half of :meth:`ingest_many`: one outcome per item, in order.  Never raises."""
@@ -363,14 +407,6 @@ class Pipeline:
                 w.prepared = Prepared(error=item.rejected)
             work[message_id] = w
         return work, earlier
-
-    def _prepare_items(self, items: Sequence[Incoming], heads: list) -> list[Prepared | None]:
-        """Convert and validate each item whose header is readable and that is not rejected already."""
-        todo = [i for i, (item, (_, ok, _)) in enumerate(zip(items, heads, strict=True)) if ok and item.rejected is None]
-        out: list[Prepared | None] = [None] * len(items)
-        for i, result in zip(todo, self._prepare_raws([items[i].raw for i in todo]), strict=True):
-            out[i] = result
-        return out
 
     def reprocess(self, message_id: int) -> Outcome:
         """Convert a kept message again (after a mapping fix); unchanged resources get no new version."""

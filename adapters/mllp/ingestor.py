@@ -6,9 +6,12 @@ versions in one transaction.  A future resolves only after that commit, so an ``
 "durably committed", but one fsync serves many senders.
 
 With conversion in worker processes, :meth:`Ingestor.pipelined` runs two stages instead: one thread
-forms a group and has it converted (``prepare_group``) while another stores the group before it
-(``store_group``), so the workers convert while the writer commits rather than both waiting in
-turn.  Storing, and so every acknowledgement, is in arrival order as before.
+forms a group and hands it to an idle worker whole (``start_group``), then forms the next for
+another worker, while a second thread takes the groups in turn, waits for each one's conversion and
+stores it (``store_group``).  The workers convert while the writer commits rather than both waiting
+in turn, and each converts a group of its own rather than a slice of every group: ingest's groups
+are small, and a worker's CPU a message grows as its share shrinks.  Storing, and so every
+acknowledgement, is in arrival order as before.
 
 The MLLP listener's connections wait on futures of its event loop (:meth:`Ingestor.submit_to_loop`):
 the outcomes of a group reach that loop in one call, so the loop is woken once a group rather than
@@ -31,7 +34,7 @@ from bridge.pipeline import Incoming, Outcome, Pipeline, PreparedGroup
 log = logging.getLogger("fhir_bridge.mllp")
 
 IngestMany = Callable[[Sequence[Incoming]], list[Outcome]]
-PrepareGroup = Callable[[Sequence[Incoming]], PreparedGroup]
+StartGroup = Callable[[Sequence[Incoming]], Callable[[], PreparedGroup]]  # the call returned waits for it
 StoreGroup = Callable[[PreparedGroup], list[Outcome]]
 
 
@@ -57,25 +60,32 @@ def _resolve(settled: list[tuple[asyncio.Future, Outcome | None, BaseException |
 
 class Ingestor:
     def __init__(self, ingest_many: IngestMany, max_group: int = 64, workers: int = 1,
-                 stages: tuple[PrepareGroup, StoreGroup] | None = None) -> None:
+                 stages: tuple[StartGroup, StoreGroup] | None = None, ahead: int = 1,
+                 ready: Callable[[], None] | None = None) -> None:
         self.ingest_many = ingest_many
         self.max_group = max_group
         self.workers = workers
         self.stages = stages
+        self.ready = ready  # the convert stage waits on it before forming a group (for an idle worker)
         self._queue: queue.Queue[tuple[Incoming, Future] | None] = queue.Queue()
-        # converted groups waiting to be stored: one at most, so conversion runs one group ahead
-        self._converted: queue.Queue[tuple[list, PreparedGroup | None, Exception | None] | None] = queue.Queue(1)
+        # groups started (converting, or converted) and waiting to be stored: ``ahead`` at most, one
+        # per conversion worker, so that each can hold a group while the one before it is stored
+        self._converted: queue.Queue[tuple[list, Callable[[], PreparedGroup] | None, Exception | None] | None] = \
+            queue.Queue(max(1, ahead))
         self._threads: list[threading.Thread] = []
         self.groups = self.messages = 0  # counters: messages / groups is the mean group size
 
     @classmethod
     def pipelined(cls, pipeline: Pipeline, max_group: int = 64) -> Ingestor:
-        """For a pipeline converting in worker processes: converting one group while storing the one
-        before it; without workers, one thread doing both (conversion then holds this process's
-        interpreter lock, so a second stage would only contend for it)."""
+        """For a pipeline converting in worker processes: a group for each worker converting while
+        the one before them is stored; without workers, one thread doing both (conversion then holds
+        this process's interpreter lock, so a second stage would only contend for it)."""
         if pipeline.prepare_many is None:
             return cls(pipeline.ingest_many, max_group)
-        return cls(pipeline.ingest_many, max_group, stages=(pipeline.prepare_group, pipeline.store_group))
+        # A group is formed once a worker is idle, not before: what arrives meanwhile joins it
+        return cls(pipeline.ingest_many, max_group, stages=(pipeline.start_group, pipeline.store_group),
+                   ahead=getattr(pipeline.prepare_many, "workers", 1),
+                   ready=getattr(pipeline.prepare_many, "wait_idle", None))
 
     def start(self) -> Ingestor:
         targets = [self._convert, self._store] if self.stages else [self._run] * self.workers
@@ -132,14 +142,19 @@ class Ingestor:
                 return
 
     def _convert(self) -> None:
-        """The first stage: groups converted in arrival order, handed to the store stage."""
+        """The first stage: groups started in arrival order, handed to the store stage."""
         assert self.stages is not None
         while True:
+            if self.ready is not None:
+                try:
+                    self.ready()
+                except Exception:  # waiting is an optimisation: a group formed now is still converted
+                    log.exception("waiting for an idle conversion worker failed")
             group, stop = self._next_group()
             if group:
                 try:
                     self._converted.put((group, self.stages[0]([incoming for incoming, _ in group]), None))
-                except Exception as exc:  # prepare_group does not raise; this guards the futures all the same
+                except Exception as exc:  # start_group does not raise; this guards the futures all the same
                     self._converted.put((group, None, exc))
             if stop:
                 self._converted.put(None)
@@ -148,10 +163,10 @@ class Ingestor:
     def _store(self) -> None:
         assert self.stages is not None
         store = self.stages[1]
-        while (converted := self._converted.get()) is not None:
-            group, prepared, error = converted
+        while (started := self._converted.get()) is not None:
+            group, finish, error = started
             if error is None:
-                self._finish(group, store, prepared)
+                self._finish(group, lambda f: store(f()), finish)  # f() waits for the conversion
             else:
                 self._finish(group, _raise, error)
 

@@ -135,3 +135,69 @@ def test_a_caller_waiting_for_a_worker_when_the_pool_closes_is_told(adt: bytes) 
     assert not busy.is_alive() and isinstance(outcomes["busy"], IngestError)
     with pytest.raises(IngestError, match="stopped"):
         pool([adt])
+
+
+def test_submit_gives_a_whole_group_to_one_worker_which_is_busy_until_its_answer_is_read(
+        pool: PreparePool, adt: bytes) -> None:
+    first, second, third = (variants(adt, 3, f"SUB{n}") for n in range(3))
+    answers = [pool.submit(first), pool.submit(second)]  # both workers now hold a group
+    started: list = []
+    late = threading.Thread(target=lambda: started.append(pool.submit(third)))
+    late.start()
+    idle = threading.Thread(target=pool.wait_idle)
+    idle.start()
+    late.join(0.3)
+    idle.join(0.01)
+    assert late.is_alive() and idle.is_alive(), "no worker is idle before an answer is read"
+    for got, expected in zip(answers[1](), _in_process(second), strict=True):  # read in any order
+        _same(got, expected)
+    late.join(10)
+    assert not late.is_alive(), "the worker whose answer was read took the waiting group"
+    for got, expected in zip(answers[0]() + started[0](), _in_process(first + third), strict=True):
+        _same(got, expected)
+    idle.join(10)
+    assert not idle.is_alive()
+    with pytest.raises(IngestError, match="read already"):
+        answers[0]()
+    assert pool._idle.qsize() == 2
+
+
+def test_a_worker_that_dies_holding_a_group_fails_its_answer_and_is_replaced(adt: bytes) -> None:
+    pool = PreparePool(1)
+    try:
+        group = variants(adt, 2, "SUBDIE")
+        victim = pool._all[0]
+        answer = pool.submit(variants(adt, 500, "SUBLONG"))  # long enough to die before answering
+        victim.process.kill()
+        victim.process.join(5)
+        with pytest.raises(IngestError, match="conversion workers failed"):
+            answer()
+        assert len(pool.pids) == 1 and pool._all[0] is not victim
+        for got, expected in zip(pool.submit(group)(), _in_process(group), strict=True):
+            _same(got, expected)
+    finally:
+        pool.close()
+
+
+def test_start_group_matches_prepare_group_and_converts_here_when_the_worker_dies(adt: bytes, tmp_path: Path) -> None:
+    raws = [*variants(adt, 3, "START"), b"not an HL7 message"]
+    with open_pipeline(f"sqlite:///{tmp_path / 's.db'}", workers=1) as (pipeline, _):
+        items = [Incoming(r) for r in raws]
+        expected = pipeline.prepare_group(items)
+        finish = pipeline.start_group(items)
+        got = finish()
+        assert [(h, ok, str(e)) for h, ok, e in got.heads] == [(h, ok, str(e)) for h, ok, e in expected.heads]
+        assert got.digests == expected.digests and got.items == items
+        assert got.prepared[3] is None  # an unreadable header: nothing to convert
+        for a, b in zip(got.prepared[:3], expected.prepared[:3], strict=True):
+            _same(a, b)
+        long = variants(adt, 300, "STARTLONG")  # long enough for the worker to die before answering
+        worker = pipeline.prepare_many._all[0]
+        finish = pipeline.start_group([Incoming(r) for r in long])
+        worker.process.kill()
+        worker.process.join(5)
+        got = finish()  # converted in this process instead
+        assert pipeline.prepare_many._all[0] is not worker
+        for a, b in zip(got.prepared, _in_process(long), strict=True):
+            _same(a, b)
+        assert {o.status for o in pipeline.store_group(got)} == {"stored"}
