@@ -35,3 +35,18 @@ def tree_cpu_seconds(root: int) -> float:
                 tree.add(pid)
                 grew = True
     return sum(stats[pid][1] for pid in tree if pid in stats)
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """User + system CPU so far of each live thread of this process, by thread name (threads that
+    share a name are added up): which stage of a pipeline of threads the CPU went to."""
+    import threading
+
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.native_id is None:
+            continue
+        found = _stat(f"self/task/{thread.native_id}")
+        if found is not None:
+            out[thread.name] = out.get(thread.name, 0.0) + found[1]
+    return out
