@@ -39,6 +39,8 @@ from .pipeline import Prepared, prepare
 from .store import CanonicalResource
 
 _MARSHAL, _PICKLE, _FAILED = b"m", b"p", b"e"  # the first byte of an answer says how to read the rest
+# what reading an answer raises when the worker died or is out of step: it is replaced
+_BROKEN = (EOFError, OSError, ValueError, TypeError, pickle.UnpicklingError)
 
 # One message as it crosses: (canonical resources as tuples, error as a tuple or None, unmapped,
 # warnings).  HL7Error does not survive pickling (its constructor takes four arguments).  Resources
@@ -200,7 +202,7 @@ class PreparePool:
             except IngestError as exc:  # the worker said it failed: it is alive and in step
                 self._idle.put(worker)
                 raise IngestError(f"conversion workers failed ({exc})") from exc
-            except (EOFError, OSError, ValueError, TypeError, pickle.UnpicklingError) as exc:
+            except _BROKEN as exc:
                 self._replace(worker)
                 raise IngestError(f"conversion workers failed ({type(exc).__name__}: {exc})") from exc
             self._idle.put(worker)
@@ -244,7 +246,7 @@ class PreparePool:
                         answered[worker] = _decode(conn.recv_bytes())
                     except IngestError as exc:  # the worker said it failed: it is alive and in step
                         failure = failure or exc
-                    except (EOFError, OSError, ValueError, TypeError, pickle.UnpicklingError) as exc:
+                    except _BROKEN as exc:
                         broken.append(worker)
                         failure = failure or exc
         finally:
