@@ -215,7 +215,7 @@ def condition_sql(cond: Condition) -> tuple[str, list]:
         return "(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
     if cond.kind == "date":
         parts = [_date_sql(d) for d in cond.dates]
-        sql = ("EXISTS (SELECT 1 FROM search_dates d WHERE d.res_type = c.res_type AND d.res_id = c.res_id "
+        sql = ("EXISTS (SELECT 1 FROM search_dates d WHERE d.serial = c.serial "
                f"AND d.param = ? AND ({' OR '.join(p for p, _ in parts)}))")
         return sql, [cond.param, *(x for _, ps in parts for x in ps)]
     if cond.kind in ("token", "reference") or (cond.kind == "string" and cond.modifier == "exact"):
@@ -224,7 +224,7 @@ def condition_sql(cond: Condition) -> tuple[str, list]:
         contains = cond.modifier == "contains"
         test = "(" + " OR ".join(["t.value LIKE ? ESCAPE '!'"] * len(cond.values)) + ")"
         params = [_like(v, contains) for v in cond.values]
-    sql = ("EXISTS (SELECT 1 FROM search_tokens t WHERE t.res_type = c.res_type AND t.res_id = c.res_id "
+    sql = ("EXISTS (SELECT 1 FROM search_tokens t WHERE t.serial = c.serial "
            f"AND t.param = ? AND {test})")
     return sql, [cond.param, *params]
 

@@ -2,11 +2,12 @@
 
 Three tables:
 
-* ``resource_current``: one row per resource: its current version, ``meta.lastUpdated`` and the
-  patient whose compartment it is in (``Patient/<id>``; a Patient is in its own).
-* ``search_tokens``: (type, id, parameter, value) rows for the current version.  Tokens are kept
+* ``resource_current``: one row per resource: its serial (numbered as resources are first stored),
+  current version, ``meta.lastUpdated`` and the patient whose compartment it is in
+  (``Patient/<id>``; a Patient is in its own).
+* ``search_tokens``: (serial, parameter, value) rows for the current version.  Tokens are kept
   twice, ``code`` and ``system|code``; strings lower-cased.
-* ``search_dates``: (type, id, parameter, low, high) rows: each date parameter's value as the
+* ``search_dates``: (serial, parameter, low, high) rows: each date parameter's value as the
   implicit range FHIR search compares (:mod:`bridge.fhir_dates`: microseconds, UTC, half-open; a
   Period is one range, start to end).  ``_lastUpdated`` needs no rows: ``resource_current`` holds
   it in the one form this bridge writes, which orders as time does.
@@ -27,66 +28,77 @@ from typing import Any, NamedTuple
 
 from anchoring.db import Cursor
 
+from . import key_values
 from .fhir_dates import DateRange, DateValueError, value_range
 
 log = logging.getLogger("fhir_bridge.search_index")
 
-_SCHEMA = """
+# Every resource has a serial, given in the order resources are first stored, and the search rows
+# are keyed by it rather than by (type, id).  Ids are keyed hashes, so rows keyed by id land on
+# pages all over the b-tree and each commit rewrites one page per resource in each table (about 15
+# of the 41 pages an ingested message wrote, measured from the WAL); rows keyed by serial are
+# appended where the last commit left off, and a resource's rows still share a page.  On SQLite
+# the serial is resource_current's INTEGER PRIMARY KEY (an explicit one: VACUUM keeps it, where it
+# may renumber a bare rowid); on PostgreSQL a BIGSERIAL column.
+_CURRENT = {
+    "sqlite": """
+CREATE TABLE IF NOT EXISTS resource_current (
+    serial INTEGER PRIMARY KEY,
+    res_type TEXT NOT NULL,
+    res_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated TEXT NOT NULL,
+    patient TEXT,
+    UNIQUE (res_type, res_id)
+)""",
+    "postgresql": """
 CREATE TABLE IF NOT EXISTS resource_current (
     res_type TEXT NOT NULL,
     res_id TEXT NOT NULL,
     version INTEGER NOT NULL,
     last_updated TEXT NOT NULL,
     patient TEXT,
+    serial BIGSERIAL NOT NULL,
     PRIMARY KEY (res_type, res_id)
 );
-CREATE INDEX IF NOT EXISTS resource_current_patient ON resource_current (patient, res_type);
-CREATE INDEX IF NOT EXISTS resource_current_updated ON resource_current (res_type, last_updated);
-CREATE TABLE IF NOT EXISTS search_index_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)
-"""
-
-# PostgreSQL.  search_dates: the (type, id, param, low, high) index answers the correlated EXISTS
-# per resource and the deletes, and is unique so a row cannot be indexed twice; the (type, param,
-# low, high) one lets PostgreSQL turn a selective range into a semi-join (seen with EXPLAIN)
-_PG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS search_tokens (
-    res_type TEXT NOT NULL,
-    res_id TEXT NOT NULL,
-    param TEXT NOT NULL,
-    value TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS search_tokens_lookup ON search_tokens (res_type, param, value);
-CREATE INDEX IF NOT EXISTS search_tokens_resource ON search_tokens (res_type, res_id);
-CREATE TABLE IF NOT EXISTS search_dates (
-    res_type TEXT NOT NULL,
-    res_id TEXT NOT NULL,
-    param TEXT NOT NULL,
-    low BIGINT NOT NULL,
-    high BIGINT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS search_dates_resource ON search_dates (res_type, res_id, param, low, high);
-CREATE INDEX IF NOT EXISTS search_dates_lookup ON search_dates (res_type, param, low, high)
-"""
-
-# SQLite: each table is one b-tree, WITHOUT ROWID and keyed by resource first, instead of a rowid
-# table and two indexes: a row costs one b-tree insert, not three, and a resource's rows share a
-# page.  SQLite's plans only ever probe per resource (search walks resource_current and tests each
-# row with a correlated EXISTS; the deletes are per resource), and the key answers those probes
-# exactly; with a (type, param, value) index the planner probed by value and then read every row
-# holding that value (EXPLAIN QUERY PLAN).  The keys hold: extract yields a resource's rows once.
-# table -> (columns in key order, CREATE TABLE with {name})
-_SQLITE_TABLES = {
-    "search_tokens": (
-        "res_type, res_id, param, value",
-        "CREATE TABLE {name} (res_type TEXT NOT NULL, res_id TEXT NOT NULL, param TEXT NOT NULL, "
-        "value TEXT NOT NULL, PRIMARY KEY (res_type, res_id, param, value)) WITHOUT ROWID",
-    ),
-    "search_dates": (
-        "res_type, res_id, param, low, high",
-        "CREATE TABLE {name} (res_type TEXT NOT NULL, res_id TEXT NOT NULL, param TEXT NOT NULL, "
-        "low BIGINT NOT NULL, high BIGINT NOT NULL, PRIMARY KEY (res_type, res_id, param, low, high)) WITHOUT ROWID",
-    ),
+CREATE UNIQUE INDEX IF NOT EXISTS resource_current_serial ON resource_current (serial)""",
 }
+
+# SQLite: each search table is one WITHOUT ROWID b-tree keyed by serial first: a row costs one
+# b-tree insert, and SQLite's plans only ever probe per resource (search walks resource_current
+# and tests each row with a correlated EXISTS; the deletes are per resource), which the key answers
+# exactly; with a (param, value) index the planner probed by value and then read every row holding
+# that value (EXPLAIN QUERY PLAN).  The keys hold: extract yields a resource's rows once.
+# PostgreSQL: the same keys, and a (param, value) / (param, low, high) index with which it turns a
+# selective condition into a semi-join (seen with EXPLAIN).
+_SEARCH_TABLES = {
+    "sqlite": """
+CREATE TABLE IF NOT EXISTS search_tokens (
+    serial INTEGER NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (serial, param, value)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS search_dates (
+    serial INTEGER NOT NULL, param TEXT NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL,
+    PRIMARY KEY (serial, param, low, high)
+) WITHOUT ROWID""",
+    "postgresql": """
+CREATE TABLE IF NOT EXISTS search_tokens (
+    serial BIGINT NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (serial, param, value)
+);
+CREATE INDEX IF NOT EXISTS search_tokens_lookup ON search_tokens (param, value);
+CREATE TABLE IF NOT EXISTS search_dates (
+    serial BIGINT NOT NULL, param TEXT NOT NULL, low BIGINT NOT NULL, high BIGINT NOT NULL,
+    PRIMARY KEY (serial, param, low, high)
+);
+CREATE INDEX IF NOT EXISTS search_dates_lookup ON search_dates (param, low, high)""",
+}
+
+_CURRENT_INDEXES = """
+CREATE INDEX IF NOT EXISTS resource_current_patient ON resource_current (patient, res_type);
+CREATE INDEX IF NOT EXISTS resource_current_updated ON resource_current (res_type, last_updated)
+"""
+SEARCH_TABLES = ("search_tokens", "search_dates")
 
 # Search parameters per resource type: name -> (kind, element paths).  Paths are dotted; a list
 # along the way is walked item by item; a date path ends at a date, dateTime, instant or Period.
@@ -155,81 +167,75 @@ COMPARTMENT = {t: ["subject", "patient"] for t in _CLINICAL_DATE} | {"Consent": 
 DATE_PARAMETERS = frozenset((t, name) for t, params in PARAMETERS.items()
                             for name, (kind, _) in params.items() if kind == "date")
 LAST_UPDATED = "_lastUpdated"
-_BACKFILL_CHUNK = 500
-_PROGRESS_EVERY = 50_000  # resources between progress lines of a backfill
-
-
-DATES_STATE = ("dates", "ranges")  # search_index_state row: dates are indexed in search_dates
-WITHOUT_ROWID_STATE = ("sqlite_tables", "without rowid")  # row: SQLite's search tables are WITHOUT ROWID
+_REINDEX_CHUNK = 500  # resources read at a time when the index is made again
+_PROGRESS_EVERY = 50_000  # resources between progress lines of a reindex
 
 
 def ensure_schema(cur: Cursor) -> None:
-    """Create the tables; a database indexed before ``search_dates`` existed gets its dates indexed
-    (an empty index is filled by FhirData's rebuild instead), and a SQLite one written before the
-    search tables were WITHOUT ROWID gets them rewritten, each once and recorded."""
-    sqlite = isinstance(cur, sqlite3.Cursor)  # PostgreSQL's cursor is bridge.db's
-    for statement in (_SCHEMA + ";" + ("" if sqlite else _PG_SCHEMA)).split(";"):
+    """Create the tables.  A store written before resources had serials gets them, and one whose
+    search rows were keyed otherwise (by type and id, or before ``search_dates`` existed) has its
+    index made again from the stored current versions: once, in the caller's transaction."""
+    dialect = "sqlite" if isinstance(cur, sqlite3.Cursor) else "postgresql"  # PostgreSQL's cursor is bridge.db's
+    existing = _columns(cur, dialect, "resource_current")
+    # a missing table counts as one keyed otherwise: a store from before search_dates had only tokens
+    rebuild = bool(existing) and any("serial" not in _columns(cur, dialect, t) for t in SEARCH_TABLES)
+    if existing and "serial" not in existing:
+        _give_serials(cur, dialect)
+    if rebuild:
+        log.warning("rebuilding the search index keyed by resource serial (once, after an upgrade)")
+        for table in SEARCH_TABLES:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")  # and its indexes
+    for statement in (_CURRENT[dialect] + ";" + _CURRENT_INDEXES + ";" + _SEARCH_TABLES[dialect]).split(";"):
         cur.execute(statement)
-    if sqlite:
-        for name, (_, table) in _SQLITE_TABLES.items():
-            cur.execute(table.format(name=f"IF NOT EXISTS {name}"))
-        if not _done(cur, WITHOUT_ROWID_STATE):
-            _rewrite_without_rowid(cur)
-            cur.execute("INSERT INTO search_index_state (name, value) VALUES (?, ?)", WITHOUT_ROWID_STATE)
-    if not _done(cur, DATES_STATE):
-        cur.execute("SELECT 1 FROM resource_current LIMIT 1")
-        if cur.fetchone() is not None:
-            log.warning("indexing the dates of every current resource as ranges (once, after an upgrade)")
-            log.warning("dates indexed for %d resources", backfill_dates(cur))
-        cur.execute("INSERT INTO search_index_state (name, value) VALUES (?, ?)", DATES_STATE)
+    if rebuild:
+        log.warning("search index rebuilt for %d resources", reindex(cur))
 
 
-def _done(cur: Cursor, state: tuple[str, str]) -> bool:
-    cur.execute("SELECT 1 FROM search_index_state WHERE name = ?", (state[0],))
-    return cur.fetchone() is not None
+def _columns(cur: Cursor, dialect: str, table: str) -> set[str]:
+    """The columns ``table`` has (none if it does not exist)."""
+    if dialect == "sqlite":
+        cur.execute(f"SELECT name FROM pragma_table_info('{table}')")
+    else:
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                    "AND table_name = ?", (table,))
+    return {row[0] for row in cur.fetchall()}
 
 
-def _rewrite_without_rowid(cur: Cursor) -> None:
-    """Copy a SQLite store's search tables written before they were WITHOUT ROWID into the new form
-    (in the caller's transaction: all or nothing); a new store has them already."""
-    for name, (columns, table) in _SQLITE_TABLES.items():
-        cur.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
-        if "WITHOUT ROWID" in cur.fetchone()[0].upper():
-            continue
-        log.warning("rewriting %s as a WITHOUT ROWID table (once, after an upgrade)", name)
-        cur.execute(table.format(name=f"{name}_new"))
-        # OR IGNORE: the old search_tokens had no key, so a row could be there twice (EXISTS never saw
-        # it); in key order (the columns are), so the new b-tree is appended to, not written at random
-        cur.execute(f"INSERT OR IGNORE INTO {name}_new ({columns}) SELECT {columns} FROM {name} ORDER BY {columns}")
-        cur.execute(f"DROP TABLE {name}")  # and its indexes
-        cur.execute(f"ALTER TABLE {name}_new RENAME TO {name}")
+def _give_serials(cur: Cursor, dialect: str) -> None:
+    """Give each resource of a store written before serials existed its serial."""
+    log.warning("numbering the stored resources (once, after an upgrade)")
+    if dialect == "postgresql":
+        cur.execute("ALTER TABLE resource_current ADD COLUMN serial BIGSERIAL NOT NULL")
+        return
+    # SQLite adds no INTEGER PRIMARY KEY to a table: a new one is filled (its indexes go with the old)
+    columns = "res_type, res_id, version, last_updated, patient"
+    cur.execute("ALTER TABLE resource_current RENAME TO resource_current_old")
+    cur.execute(_CURRENT["sqlite"])
+    cur.execute(f"INSERT INTO resource_current ({columns}) SELECT {columns} FROM resource_current_old ORDER BY rowid")
+    cur.execute("DROP TABLE resource_current_old")
 
 
-def backfill_dates(cur: Cursor) -> int:
-    """Index the date rows of every current version from its stored content, and drop the date
-    rows ``search_tokens`` held as text before ``search_dates`` existed; returns how many resources.
-    Read in chunks by key, so a large store is not loaded at once."""
-    cur.executemany("DELETE FROM search_tokens WHERE res_type = ? AND param = ?", sorted(DATE_PARAMETERS))
-    cur.execute("DELETE FROM search_dates")  # whatever an interrupted backfill left: all is read again
-    count, after = 0, ("", "")
+def reindex(cur: Cursor) -> int:
+    """Make the search rows of every current version again from its stored content; returns how many
+    resources.  Read in chunks by serial, so a large store is not loaded at once."""
+    for table in SEARCH_TABLES:
+        cur.execute(f"DELETE FROM {table}")
+    count, after = 0, 0
     while True:
         cur.execute(
-            "SELECT c.res_type, c.res_id, v.content FROM resource_current c "
-            "JOIN resource_versions v ON v.res_type = c.res_type AND v.res_id = c.res_id AND v.version = c.version "
-            "WHERE c.res_type > ? OR (c.res_type = ? AND c.res_id > ?) ORDER BY c.res_type, c.res_id LIMIT ?",
-            (after[0], after[0], after[1], _BACKFILL_CHUNK),
+            "SELECT c.serial, c.res_type, v.content FROM resource_current c JOIN resource_versions v "
+            "ON v.res_type = c.res_type AND v.res_id = c.res_id AND v.version = c.version "
+            "WHERE c.serial > ? ORDER BY c.serial LIMIT ?",
+            (after, _REINDEX_CHUNK),
         )
         chunk = cur.fetchall()
         if not chunk:
             return count
-        rows = [row for res_type, res_id, content in chunk
-                for row in _date_rows(res_type, res_id, extract(json.loads(bytes(content))))]
-        if rows:
-            cur.executemany(_INSERT_DATE, rows)
+        _insert_rows(cur, [(serial, res_type, extract(json.loads(bytes(content)))) for serial, res_type, content in chunk])
         count += len(chunk)
-        after = (chunk[-1][0], chunk[-1][1])
+        after = chunk[-1][0]
         if count % _PROGRESS_EVERY < len(chunk):
-            log.warning("dates indexed for %d resources so far", count)
+            log.warning("search index rebuilt for %d resources so far", count)
 
 
 def _collect(value: Any, path: tuple[str, ...], at: int, out: list[Any]) -> None:
@@ -473,22 +479,36 @@ def date_token(found: DateRange) -> str:
     return f"{found.low}/{found.high}"
 
 
-_INSERT_TOKEN = "INSERT INTO search_tokens (res_type, res_id, param, value) VALUES (?, ?, ?, ?)"
-_INSERT_DATE = "INSERT INTO search_dates (res_type, res_id, param, low, high) VALUES (?, ?, ?, ?, ?)"
+_INSERT_TOKEN = "INSERT INTO search_tokens (serial, param, value) VALUES (?, ?, ?)"
+_INSERT_DATE = "INSERT INTO search_dates (serial, param, low, high) VALUES (?, ?, ?, ?)"
 
 
-def _token_rows(res_type: str, res_id: str, rows: Iterable[tuple[str, str]]) -> list[tuple[str, str, str, str]]:
-    return [(res_type, res_id, p, v) for p, v in rows if (res_type, p) not in DATE_PARAMETERS]
+def _insert_rows(cur: Cursor, resources: list[tuple[int, str, Iterable[tuple[str, str]]]]) -> None:
+    """Write the :func:`extract` rows of each (serial, type, rows): dates (``low/high``) to
+    ``search_dates``, the rest to ``search_tokens``; one statement per table."""
+    tokens, dates = [], []
+    for serial, res_type, rows in resources:
+        for p, v in rows:
+            if (res_type, p) in DATE_PARAMETERS:
+                low, _, high = v.partition("/")
+                dates.append((serial, p, int(low), int(high)))
+            else:
+                tokens.append((serial, p, v))
+    if tokens:
+        cur.executemany(_INSERT_TOKEN, tokens)
+    if dates:
+        cur.executemany(_INSERT_DATE, dates)
 
 
-def _date_rows(res_type: str, res_id: str, rows: Iterable[tuple[str, str]]) -> list[tuple[str, str, str, int, int]]:
-    """``search_dates`` rows: the date parameters' ``low/high`` tokens."""
-    out = []
-    for p, v in rows:
-        if (res_type, p) in DATE_PARAMETERS:
-            low, _, high = v.partition("/")
-            out.append((res_type, res_id, p, int(low), int(high)))
-    return out
+def serials(cur: Cursor, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The serial of each (type, id) that resource_current holds."""
+    found: dict[tuple[str, str], int] = {}
+    for pairs, params in key_values.chunks(keys):
+        cur.execute(f"WITH k(t, i) AS (VALUES {pairs}) SELECT c.res_type, c.res_id, c.serial "
+                    "FROM k JOIN resource_current c ON c.res_type = k.t AND c.res_id = k.i", params)
+        for res_type, res_id, serial in cur.fetchall():
+            found[(res_type, res_id)] = int(serial)
+    return found
 
 
 def index_many(cur: Cursor, entries: list[IndexEntry]) -> None:
@@ -496,20 +516,17 @@ def index_many(cur: Cursor, entries: list[IndexEntry]) -> None:
     :func:`extract` rows computed beforehand, with one statement per kind of row."""
     cleared = [(e.res_type, e.res_id) for e in entries if e.replaces]
     if cleared:
-        cur.executemany("DELETE FROM search_tokens WHERE res_type = ? AND res_id = ?", cleared)
-        cur.executemany("DELETE FROM search_dates WHERE res_type = ? AND res_id = ?", cleared)
+        for table in SEARCH_TABLES:
+            cur.executemany(f"DELETE FROM {table} WHERE serial = "
+                            "(SELECT serial FROM resource_current WHERE res_type = ? AND res_id = ?)", cleared)
     cur.executemany(
         "INSERT INTO resource_current (res_type, res_id, version, last_updated, patient) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (res_type, res_id) DO UPDATE SET version = excluded.version, "
         "last_updated = excluded.last_updated, patient = excluded.patient",
         [(e.res_type, e.res_id, e.version, e.last_updated, e.patient) for e in entries],
     )
-    tokens = [row for e in entries for row in _token_rows(e.res_type, e.res_id, e.tokens)]
-    if tokens:
-        cur.executemany(_INSERT_TOKEN, tokens)
-    dates = [row for e in entries for row in _date_rows(e.res_type, e.res_id, e.tokens)]
-    if dates:
-        cur.executemany(_INSERT_DATE, dates)
+    numbered = serials(cur, [(e.res_type, e.res_id) for e in entries])
+    _insert_rows(cur, [(numbered[e.res_type, e.res_id], e.res_type, e.tokens) for e in entries])
 
 
 def rebuild(cur: Cursor, versions: Iterable[tuple[str, str, int, str, bytes]]) -> int:

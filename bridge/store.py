@@ -23,14 +23,12 @@ from typing import NamedTuple
 from anchoring.db import Cursor, Database
 from anchoring.log import MerkleLog
 
-from . import search_index
+from . import key_values, search_index
 from .canonical import canonical, canonical_string
 from .errors import IngestError
 from .fhir_dates import stored_instant
 
 SALT_SIZE = 32
-LATEST_CHUNK = 400  # (type, id) pairs per lookup: 800 parameters, under every SQLite's limit
-LATEST_STEP = 16  # lookups are padded to a multiple of this many pairs (see ResourceStore.latest)
 
 _DDL = {"sqlite": {"blob": "BLOB", "bigint": "INTEGER"}, "postgresql": {"blob": "BYTEA", "bigint": "BIGINT"}}
 
@@ -223,22 +221,15 @@ class ResourceStore:
 
     def latest(self, cur: Cursor, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
         """(version, content key) of the latest version of each (type, id) that has one: one query per
-        :data:`LATEST_CHUNK` keys instead of one per resource."""
+        :data:`bridge.key_values.CHUNK` keys instead of one per resource."""
         found: dict[tuple[str, str], tuple[int, str]] = {}
-        wanted = sorted(set(keys))
-        for at in range(0, len(wanted), LATEST_CHUNK):
-            chunk = wanted[at : at + LATEST_CHUNK]
-            # padded with its last key to a multiple of LATEST_STEP: a few statement texts, each
-            # prepared once and then found in the connection's cache (a repeated key changes nothing)
-            chunk += chunk[-1:] * (min(LATEST_CHUNK, -(-len(chunk) // LATEST_STEP) * LATEST_STEP) - len(chunk))
-            pairs = ", ".join(["(?, ?)"] * len(chunk))
-            # from the versions themselves (nothing depends on the search index), by key: each pair
-            # seeks the primary key, where an IN over row values would scan the table
+        for pairs, params in key_values.chunks(keys):
+            # from the versions themselves (nothing depends on the search index)
             cur.execute(
                 f"WITH k(t, i) AS (VALUES {pairs}) SELECT v.res_type, v.res_id, v.version, v.content_key "
                 "FROM k JOIN resource_versions v ON v.res_type = k.t AND v.res_id = k.i AND v.version = "
                 "(SELECT MAX(w.version) FROM resource_versions w WHERE w.res_type = k.t AND w.res_id = k.i)",
-                [part for key in chunk for part in key],
+                params,
             )
             for res_type, res_id, version, key in cur.fetchall():
                 found[(res_type, res_id)] = (int(version), key)

@@ -128,7 +128,8 @@ def test_new_version_replaces_its_date_rows(data: FhirData) -> None:
     assert "day" not in found(data, "Observation", "date=2025-03-04")
     assert "day" in found(data, "Observation", "date=sa2019-12-31") and "day" in found(data, "Observation", "date=gt2030")
     with data.db.transaction() as cur:
-        cur.execute("SELECT COUNT(*) FROM search_dates WHERE res_id = 'day'")
+        cur.execute("SELECT COUNT(*) FROM search_dates d JOIN resource_current c ON c.serial = d.serial "
+                    "WHERE c.res_id = 'day'")
         assert cur.fetchone()[0] == 1, "the Period, nothing of version 1"
 
 
@@ -185,22 +186,25 @@ def test_a_stored_value_that_is_no_date_is_not_indexed(data: FhirData) -> None:
         data.store.put(cur, observation("bad", effectiveDateTime="2025-02-30"), "2026-01-01T00:00:00Z")
     assert data.store.read("Observation", "bad") is not None, "stored all the same"
     with data.db.transaction() as cur:
-        cur.execute("SELECT param FROM search_dates WHERE res_id = 'bad'")
+        cur.execute("SELECT param FROM search_dates d JOIN resource_current c ON c.serial = d.serial "
+                    "WHERE c.res_id = 'bad'")
         assert cur.fetchall() == []
     assert "bad" not in found(data, "Observation", "date=ne2025") | found(data, "Observation", "date=2025-02")
     assert "bad" in found(data, "Observation", "_lastUpdated=2026-01-01")
 
 
 def test_an_index_from_before_search_dates_is_upgraded(data: FhirData, caplog: pytest.LogCaptureFixture) -> None:
-    """An index written when dates were text in search_tokens: its dates are indexed again from the
-    stored versions when the schema is ensured, and the text rows go."""
+    """An index written when dates were text in search_tokens (keyed by type and id, no search_dates):
+    made again from the stored versions when the schema is ensured, dates as ranges, once."""
     with data.db.transaction(write=True) as cur:
         cur.execute("DROP TABLE search_dates")
-        cur.execute("DROP TABLE search_index_state")
+        cur.execute("DROP TABLE search_tokens")
+        cur.execute("CREATE TABLE search_tokens (res_type TEXT NOT NULL, res_id TEXT NOT NULL, param TEXT NOT NULL, "
+                    "value TEXT NOT NULL)")
         cur.execute("INSERT INTO search_tokens (res_type, res_id, param, value) VALUES ('Observation', 'day', 'date', "
                     "'2025-03-04')")
     data.ensure_schema()
-    assert f"dates indexed for {len(EFFECTIVE)} resources" in caplog.text  # a long upgrade says so
+    assert f"search index rebuilt for {len(EFFECTIVE)} resources" in caplog.text  # a long upgrade says so
     with data.db.transaction() as cur:
         cur.execute("SELECT COUNT(*) FROM search_tokens WHERE param = 'date'")
         assert cur.fetchone()[0] == 0
@@ -209,18 +213,20 @@ def test_an_index_from_before_search_dates_is_upgraded(data: FhirData, caplog: p
     assert found(data, "Observation", "date=2025-03-04") == {"day", "minute", "india"}
     assert found(data, "Observation", "date=gt2030") == {"ongoing"}
     with data.db.transaction(write=True) as cur:
-        cur.execute("DELETE FROM search_dates WHERE res_id = 'day'")  # to see whether it is read again
-    data.ensure_schema()  # once is enough: the upgrade is recorded and not run again
+        cur.execute("DELETE FROM search_dates WHERE serial = (SELECT serial FROM resource_current WHERE res_id = 'day')")
+    caplog.clear()
+    data.ensure_schema()  # once is enough: the upgraded tables are not read again
+    assert "rebuil" not in caplog.text
     with data.db.transaction() as cur:
         cur.execute("SELECT COUNT(*) FROM search_dates")
         assert cur.fetchone()[0] == len(EFFECTIVE) - 1
 
 
-def test_backfill_reads_in_chunks(data: FhirData, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_index, "_BACKFILL_CHUNK", 3)
+def test_reindex_reads_in_chunks(data: FhirData, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_index, "_REINDEX_CHUNK", 3)
     with data.db.transaction(write=True) as cur:
         cur.execute("DELETE FROM search_dates")
-        assert search_index.backfill_dates(cur) == len(EFFECTIVE)
+        assert search_index.reindex(cur) == len(EFFECTIVE)
     assert found(data, "Observation", "date=ne2025-03-04") == ALL - {"day", "minute", "india"}
 
 

@@ -54,7 +54,7 @@ def audits(services, patient: str) -> list[dict]:
     fold_audits(services)
     data = FhirData(services.db, services.log)
     rows = data.rows("SELECT c.res_type, c.res_id, c.version, c.patient FROM resource_current c "
-                     "JOIN search_tokens t ON t.res_type = c.res_type AND t.res_id = c.res_id "
+                     "JOIN search_tokens t ON t.serial = c.serial "
                      "WHERE c.res_type = 'AuditEvent' AND t.param = 'patient' AND t.value = ?", [patient])
     return sorted((v.resource for v in data.current_versions(rows)), key=lambda e: e["recorded"])
 

@@ -26,7 +26,8 @@ def _rows(db, res_id):  # type: ignore[no-untyped-def]
         versions = cur.fetchall()
         cur.execute("SELECT version, last_updated, patient FROM resource_current WHERE res_id = ?", (res_id,))
         current = cur.fetchall()
-        cur.execute("SELECT param, value FROM search_tokens WHERE res_id = ? ORDER BY param, value", (res_id,))
+        cur.execute("SELECT param, value FROM search_tokens t JOIN resource_current c ON c.serial = t.serial "
+                    "WHERE c.res_id = ? ORDER BY param, value", (res_id,))
         tokens = cur.fetchall()
     return versions, current, tokens
 
