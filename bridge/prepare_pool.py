@@ -11,9 +11,12 @@ messages per worker and group, written and read by the calling thread itself.  (
 ``ProcessPoolExecutor`` its feeder and manager threads, futures and wake-ups took about 0.2 ms of
 the parent's CPU a message, as much of the interpreter lock as storing the versions; this takes
 0.06 ms.)  :meth:`PreparePool.submit` sends a whole group to one worker instead and hands back a call
-that reads its answer, so that each worker converts a group of its own while the caller goes on:
-a worker's CPU a message grows as its share shrinks (measured with one worker fed alone, slices of
-6 cost 1.5-1.7 ms a message, of 96 1.1-1.3), and ingest's groups are small.  What crosses is
+that hands out its answer, so that each worker converts a group of its own while the caller goes
+on: a worker's CPU a message grows as its share shrinks (measured with one worker fed alone, slices
+of 6 cost 1.5-1.7 ms a message, of 96 1.1-1.3), and ingest's groups are small.  Answers are handed
+out in the order the groups were submitted, but :meth:`PreparePool.wait_idle` reads each as soon as
+its worker has finished, so that a worker takes the next group at once instead of waiting for the
+groups before its own to be stored.  What crosses is
 plain data in :mod:`marshal` form: lists of raw bytes one way; per message the canonical resources
 as tuples, the error as a tuple, unmapped and warnings the other way (``pickle`` if marshal cannot
 write a value).  A worker that dies or answers garbage is replaced and the call raises, so that
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import marshal
 import multiprocessing
+import os
 import pickle
 import queue
 import threading
@@ -122,6 +126,47 @@ class _Worker:
             self.process.join(wait)
 
 
+class _Pending:
+    """A group a worker is converting: its answer is read once, by whichever comes first, the
+    store stage wanting it or :meth:`PreparePool.wait_idle` seeing it ready; either way the worker is
+    then idle again (or replaced, if it died)."""
+
+    def __init__(self, pool: PreparePool, worker: _Worker) -> None:
+        self.pool, self.worker = pool, worker
+        self.read = False
+        self._lock = threading.Lock()
+        self._shipped: list = []
+        self._error: IngestError | None = None
+
+    def collect(self) -> None:
+        """Read the answer unless it was read already (the worker is idle, or replaced, after it)."""
+        with self._lock:
+            if not self.read:
+                self._receive()
+                self.read = True
+                with self.pool._lock:
+                    self.pool._unread.remove(self)
+
+    def answer(self) -> list:
+        """The answer as shipped (read now if nobody has); IngestError if the worker failed."""
+        self.collect()
+        if self._error is not None:
+            raise self._error
+        return self._shipped
+
+    def _receive(self) -> None:
+        worker, pool = self.worker, self.pool
+        try:
+            self._shipped = _decode(worker.conn.recv_bytes())
+        except IngestError as exc:  # the worker said it failed: it is alive and in step
+            self._error = IngestError(f"conversion workers failed ({exc})")
+        except _BROKEN as exc:
+            self._error = IngestError(f"conversion workers failed ({type(exc).__name__}: {exc})")
+            pool._replace(worker)
+            return
+        pool._now_idle(worker)
+
+
 class PreparePool:
     """``workers`` processes converting and validating; call it with a group of raw messages."""
 
@@ -134,6 +179,11 @@ class PreparePool:
         self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()  # None: closed, wake up
         self._all: list[_Worker] = []
         self._closed = False
+        self._unread: list[_Pending] = []  # groups submitted whose answers nobody has read yet
+        # written whenever a worker becomes idle or the pool closes: wakes wait_idle out of its wait
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         for _ in range(workers):
             self._idle.put(self._start())
 
@@ -151,7 +201,7 @@ class PreparePool:
             closed = self._closed
         worker.stop(wait=1.0)
         if not closed:
-            self._idle.put(self._start())
+            self._now_idle(self._start())
 
     @property
     def pids(self) -> list[int]:
@@ -178,34 +228,60 @@ class PreparePool:
             taken.append(found)
         return taken
 
+    def _now_idle(self, worker: _Worker | None) -> None:
+        self._idle.put(worker)
+        with self._lock:  # not once close has closed it: the number may be another file's by then
+            if self._wake_w >= 0:
+                try:
+                    os.write(self._wake_w, b"\0")
+                except BlockingIOError:  # full: wait_idle wakes all the same
+                    pass
+
     def wait_idle(self) -> None:
-        """Return once a worker is idle (or the pool is closed)."""
-        found = self._idle.get()
-        self._idle.put(found)
+        """Return once a worker is idle (or the pool is closed).  A worker that has finished its
+        group is made idle here by reading its answer now, so that it takes the next group while the
+        one before is stored rather than once the store stage asks for its answer."""
+        while self._idle.empty():
+            with self._lock:
+                unread = [p for p in self._unread if not p.read]
+                wake = self._wake_r
+            if wake < 0:
+                return  # closed
+            waiting = {p.worker.conn: p for p in unread}
+            try:
+                ready = wait([*waiting, wake])
+            except (OSError, ValueError):  # a pipe closed under us: the pool is closing
+                return
+            for conn in ready:
+                if conn == wake:
+                    with self._lock:  # still ours (close swaps it out under the lock first)
+                        if self._wake_r == wake:
+                            try:
+                                os.read(wake, 4096)
+                            except BlockingIOError:  # drained meanwhile
+                                pass
+                else:
+                    waiting[conn].collect()
 
     def submit(self, raws: Sequence[bytes]) -> Callable[[], list[Prepared]]:
-        """Send all of ``raws`` to one worker (waiting for one to be idle); the call returned reads
-        its answer (once: the worker is busy until then) and raises IngestError if the worker failed."""
+        """Send all of ``raws`` to one worker (waiting for one to be idle); the call returned hands out
+        its answer, once, reading it if :meth:`wait_idle` has not, and raises IngestError if the
+        worker failed.  The worker is busy until its answer is read."""
         worker = self._take(1)[0]
         try:
             worker.conn.send_bytes(marshal.dumps(list(raws)))
         except (OSError, ValueError) as exc:
             self._replace(worker)
             raise IngestError(f"conversion workers failed ({type(exc).__name__}: {exc})") from exc
-        read = threading.Lock()  # a second call finds it taken: the answer was read once already
+        pending = _Pending(self, worker)
+        with self._lock:
+            self._unread.append(pending)
+        asked = threading.Lock()  # a second call finds it taken: the answer was handed out already
 
         def answer() -> list[Prepared]:
-            if not read.acquire(blocking=False):
+            if not asked.acquire(blocking=False):
                 raise IngestError("this group's answer was read already")
-            try:
-                shipped = _decode(worker.conn.recv_bytes())
-            except IngestError as exc:  # the worker said it failed: it is alive and in step
-                self._idle.put(worker)
-                raise IngestError(f"conversion workers failed ({exc})") from exc
-            except _BROKEN as exc:
-                self._replace(worker)
-                raise IngestError(f"conversion workers failed ({type(exc).__name__}: {exc})") from exc
-            self._idle.put(worker)
+            shipped = pending.answer()
             if len(shipped) != len(raws):
                 raise IngestError(f"the conversion workers answered {len(shipped)} of {len(raws)} messages")
             return [_unship(a) for a in shipped]
@@ -255,7 +331,7 @@ class PreparePool:
                 if worker in broken:
                     self._replace(worker)
                 else:
-                    self._idle.put(worker)
+                    self._now_idle(worker)
         answers = [one for worker in taken for one in answered.get(worker, [])]
         if failure is None and len(answers) != len(raws):
             failure = IngestError(f"the conversion workers answered {len(answers)} of {len(raws)} messages")
@@ -268,6 +344,11 @@ class PreparePool:
             self._closed = True
             workers = list(self._all)
             self._all.clear()
-        self._idle.put(None)  # wakes a caller waiting for an idle worker
+        self._now_idle(None)  # wakes a caller waiting for an idle worker
         for worker in workers:
             worker.stop()
+        with self._lock:
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
+            if fd >= 0:  # closed once only
+                os.close(fd)

@@ -10,8 +10,10 @@ forms a group and hands it to an idle worker whole (``start_group``), then forms
 another worker, while a second thread takes the groups in turn, waits for each one's conversion and
 stores it (``store_group``).  The workers convert while the writer commits rather than both waiting
 in turn, and each converts a group of its own rather than a slice of every group: ingest's groups
-are small, and a worker's CPU a message grows as its share shrinks.  Storing, and so every
-acknowledgement, is in arrival order as before.
+are small, and a worker's CPU a message grows as its share shrinks.  A worker that has finished is
+idle again at once (the convert stage reads its answer while waiting, and keeps it for the store
+stage), so it takes the next group while the ones before its own are stored.  Storing, and so
+every acknowledgement, is in arrival order as before.
 
 The MLLP listener's connections wait on futures of its event loop (:meth:`Ingestor.submit_to_loop`):
 the outcomes of a group reach that loop in one call, so the loop is woken once a group rather than

@@ -137,29 +137,64 @@ def test_a_caller_waiting_for_a_worker_when_the_pool_closes_is_told(adt: bytes) 
         pool([adt])
 
 
-def test_submit_gives_a_whole_group_to_one_worker_which_is_busy_until_its_answer_is_read(
+def test_submit_gives_a_whole_group_to_one_worker_and_wait_idle_frees_a_finished_one(
         pool: PreparePool, adt: bytes) -> None:
-    first, second, third = (variants(adt, 3, f"SUB{n}") for n in range(3))
+    """Each group goes whole to one worker.  While both convert, a third submit waits; once one has
+    finished, wait_idle reads its answer though nobody has asked for it yet, so that worker takes
+    the waiting group at once; each answer is still handed out once, as the worker gave it."""
+    first, second = (variants(adt, 400, f"SUB{n}") for n in range(2))  # long enough to be seen busy
+    third = variants(adt, 3, "SUB2")
     answers = [pool.submit(first), pool.submit(second)]  # both workers now hold a group
     started: list = []
     late = threading.Thread(target=lambda: started.append(pool.submit(third)))
     late.start()
+    late.join(0.05)
+    assert late.is_alive(), "no worker is idle while both convert"
     idle = threading.Thread(target=pool.wait_idle)
     idle.start()
-    late.join(0.3)
-    idle.join(0.01)
-    assert late.is_alive() and idle.is_alive(), "no worker is idle before an answer is read"
-    for got, expected in zip(answers[1](), _in_process(second), strict=True):  # read in any order
-        _same(got, expected)
+    idle.join(30)
+    assert not idle.is_alive(), "a finished worker is made idle though nobody asked for its answer"
     late.join(10)
-    assert not late.is_alive(), "the worker whose answer was read took the waiting group"
-    for got, expected in zip(answers[0]() + started[0](), _in_process(first + third), strict=True):
+    assert not late.is_alive(), "the worker wait_idle freed took the waiting group, no answer asked for"
+    for got, expected in zip(answers[1]() + answers[0]() + started[0](), _in_process(second + first + third),
+                             strict=True):
         _same(got, expected)
-    idle.join(10)
-    assert not idle.is_alive()
     with pytest.raises(IngestError, match="read already"):
         answers[0]()
-    assert pool._idle.qsize() == 2
+    pool.wait_idle()
+    assert pool._idle.qsize() == 2 and not pool._unread
+
+
+def test_wait_idle_replaces_a_worker_that_died_holding_a_group(adt: bytes) -> None:
+    pool = PreparePool(1)
+    try:
+        victim = pool._all[0]
+        answer = pool.submit(variants(adt, 500, "IDLEDIE"))  # long enough to die before answering
+        victim.process.kill()
+        pool.wait_idle()  # sees the dead worker's pipe close: a new worker is idle
+        assert len(pool.pids) == 1 and pool._all[0] is not victim
+        with pytest.raises(IngestError, match="conversion workers failed"):
+            answer()
+        group = variants(adt, 2, "IDLEDIE2")
+        for got, expected in zip(pool.submit(group)(), _in_process(group), strict=True):
+            _same(got, expected)
+    finally:
+        pool.close()
+
+
+def test_wait_idle_returns_when_the_pool_closes(adt: bytes) -> None:
+    pool = PreparePool(1)
+    answer = pool.submit(variants(adt, 2000, "CLOSING"))  # the only worker, busy for a while
+    waiting = threading.Thread(target=pool.wait_idle)
+    waiting.start()
+    waiting.join(0.05)
+    assert waiting.is_alive(), "it waits for the busy worker"
+    pool.close()
+    waiting.join(10)
+    assert not waiting.is_alive()
+    with pytest.raises(IngestError):
+        answer()
+    pool.close()  # twice is harmless
 
 
 def test_a_worker_that_dies_holding_a_group_fails_its_answer_and_is_replaced(adt: bytes) -> None:
