@@ -169,6 +169,10 @@ def test_an_sqlite_store_in_an_earlier_layout_is_upgraded_once(sqlite_db, earlie
     upgraded_once(sqlite_db, OLD_SEARCH[earlier], caplog)
     with sqlite_db.transaction() as cur:
         tables = layout(cur)
+        cur.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'resource_current' "
+                    "AND sql IS NOT NULL ORDER BY name")
+        assert [r[0] for r in cur.fetchall()] == ["resource_current_patient", "resource_current_updated"], \
+            "the new resource_current has its indexes"
     assert set(tables) == {"search_tokens", "search_dates"}, "the earlier indexes went with their tables"
     assert all(sql.endswith("WITHOUT ROWID") for sql in tables.values()), tables
 
