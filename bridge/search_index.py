@@ -500,7 +500,7 @@ def _insert_rows(cur: Cursor, resources: list[tuple[int, str, Iterable[tuple[str
         cur.executemany(_INSERT_DATE, dates)
 
 
-def serials(cur: Cursor, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+def _serials(cur: Cursor, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """The serial of each (type, id) that resource_current holds."""
     found: dict[tuple[str, str], int] = {}
     for pairs, params in key_values.chunks(keys):
@@ -525,7 +525,7 @@ def index_many(cur: Cursor, entries: list[IndexEntry]) -> None:
         "last_updated = excluded.last_updated, patient = excluded.patient",
         [(e.res_type, e.res_id, e.version, e.last_updated, e.patient) for e in entries],
     )
-    numbered = serials(cur, [(e.res_type, e.res_id) for e in entries])
+    numbered = _serials(cur, [(e.res_type, e.res_id) for e in entries])
     _insert_rows(cur, [(numbered[e.res_type, e.res_id], e.res_type, e.tokens) for e in entries])
 
 
