@@ -71,9 +71,13 @@ class Ingestor:
         self.ready = ready  # the convert stage waits on it before forming a group (for an idle worker)
         self._queue: queue.Queue[tuple[Incoming, Future] | None] = queue.Queue()
         # groups started (converting, or converted) and waiting to be stored: ``ahead`` at most, one
-        # per conversion worker, so that each can hold a group while the one before it is stored
-        self._converted: queue.Queue[tuple[list, Callable[[], PreparedGroup] | None, Exception | None] | None] = \
-            queue.Queue(max(1, ahead))
+        # per conversion worker, so that each can hold a group while the one before it is stored.  A
+        # group is formed only once there is room for it: when storing is the slower stage, what
+        # arrives meanwhile joins the next group instead of waiting in a small one formed early
+        self.ahead = max(1, ahead)
+        self._room = threading.Semaphore(self.ahead)
+        self._converted: queue.SimpleQueue[tuple[list, Callable[[], PreparedGroup] | None, Exception | None] | None] = \
+            queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self.groups = self.messages = 0  # counters: messages / groups is the mean group size
 
@@ -147,6 +151,7 @@ class Ingestor:
         """The first stage: groups started in arrival order, handed to the store stage."""
         assert self.stages is not None
         while True:
+            self._room.acquire()  # released by the store stage as it takes a group
             if self.ready is not None:
                 try:
                     self.ready()
@@ -158,6 +163,8 @@ class Ingestor:
                     self._converted.put((group, self.stages[0]([incoming for incoming, _ in group]), None))
                 except Exception as exc:  # start_group does not raise; this guards the futures all the same
                     self._converted.put((group, None, exc))
+            else:
+                self._room.release()
             if stop:
                 self._converted.put(None)
                 return
@@ -166,6 +173,7 @@ class Ingestor:
         assert self.stages is not None
         store = self.stages[1]
         while (started := self._converted.get()) is not None:
+            self._room.release()
             group, finish, error = started
             if error is None:
                 self._finish(group, lambda f: store(f()), finish)  # f() waits for the conversion

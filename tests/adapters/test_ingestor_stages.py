@@ -133,16 +133,36 @@ def _settled(stages: Stages, count: int) -> int:
 
 @pytest.mark.parametrize("ahead", [1, 2])
 def test_groups_are_started_ahead_of_storing_as_many_as_there_are_workers(ahead: int) -> None:
-    """Storing hangs on the first group: one group is being stored, ``ahead`` wait for it (each
-    would hold a worker) and one more was started and waits for room; no more are started."""
+    """Storing hangs on the first group: one group is being stored and ``ahead`` wait for it (each
+    would hold a worker); no more are formed until the store stage takes one, so the messages
+    behind them wait to join a later group."""
     stages = Stages()
     stages.release.clear()
     ingestor = Ingestor(lambda items: [], max_group=1, stages=(stages.prepare, stages.store), ahead=ahead).start()
     futures = [ingestor.submit(f"m{n}".encode(), "t") for n in range(8)]
-    assert _settled(stages, ahead + 2) == ahead + 2
+    assert _settled(stages, ahead + 1) == ahead + 1
     stages.release.set()
     assert [_outcome(f) for f in futures] == [f"m{n}" for n in range(8)]
     ingestor.stop()
+
+
+def test_messages_arriving_while_storing_lags_wait_to_form_one_group() -> None:
+    """With storing slower than converting, a group is not formed early and small: what arrives
+    while the groups before wait to be stored goes into the next group, whole."""
+    stages = Stages()
+    stages.release.clear()
+    ingestor = Ingestor(lambda items: [], max_group=64, stages=(stages.prepare, stages.store), ahead=1).start()
+    first = [ingestor.submit(b"m0", "t")]
+    _settled(stages, 1)  # m0 is being stored (storing hangs)
+    second = [ingestor.submit(b"m1", "t")]
+    _settled(stages, 2)  # m1 waits for it, alone: the room for one group is taken
+    rest = [ingestor.submit(f"m{n}".encode(), "t") for n in range(2, 7)]
+    threading.Event().wait(0.2)
+    assert _settled(stages, 2) == 2, "no group is formed while there is no room"
+    stages.release.set()
+    assert [_outcome(f) for f in first + second + rest] == [f"m{n}" for n in range(7)]
+    ingestor.stop()
+    assert ingestor.groups == 3, "m2-m6 became one group"
 
 
 def test_a_group_is_formed_only_once_ready_says_a_worker_is_idle() -> None:
@@ -192,4 +212,4 @@ def test_pipelined_keeps_a_group_ahead_per_worker_and_waits_for_an_idle_one() ->
     pipeline = _Pipeline(True)
     pipeline.prepare_many = _Pool()  # type: ignore[assignment]
     ingestor = Ingestor.pipelined(pipeline, 8)  # type: ignore[arg-type]
-    assert ingestor._converted.maxsize == 3 and ingestor.ready == pipeline.prepare_many.wait_idle
+    assert ingestor.ahead == 3 and ingestor.ready == pipeline.prepare_many.wait_idle
